@@ -1,0 +1,52 @@
+"""The `powerlog` command: a thin layer that wires the packages and turns errors into exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from cli import db, demo
+from cli.context import err_console
+from cli.logs import configure, redact_text
+from events.errors import PowerlogError
+
+app = typer.Typer(
+    help="powerlog: City of Heroes game data as an append-only change log in PostgreSQL.\n\n"
+    "With DATABASE_URL unset, powerlog starts an embedded PostgreSQL under POWERLOG_HOME.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.command(name="demo")(demo.demo)
+
+
+@app.callback()
+def main(
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.", envvar="POWERLOG_LOG_LEVEL")
+    ] = "info",
+    log_json: Annotated[
+        bool | None,
+        typer.Option("--log-json/--log-console", help="Log format (default: JSON off a terminal)."),
+    ] = None,
+) -> None:
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    configure(log_level, log_json)
+
+
+def run() -> None:
+    """Console-script entry point: exit 0 done, 1 failed with a message, 2 bad usage."""
+    try:
+        app()  # standalone: typer prints usage errors itself and exits 2
+    except PowerlogError as exc:
+        # Text, not markup: a file name or JSON path may hold brackets.
+        err_console.print(Text.assemble(("error: ", "bold red"), redact_text(str(exc))), highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,14 @@
+"""Errors raised while reading an export."""
+
+from events.errors import PowerlogError
+
+
+class ImportInputError(PowerlogError):
+    """The export is not what powerlog expects: names the file, where in it, and what was expected."""
+
+    def __init__(self, file: str, location: str, expected: str) -> None:
+        self.file = file
+        self.location = location
+        self.expected = expected
+        where = f"{file}: {location}" if location else file
+        super().__init__(f"{where}: {expected}")

@@ -1,0 +1,60 @@
+"""Connections: one `Database` per process, built from the settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from store.errors import ServerUnavailable
+from store.server import describe, redact, start_embedded
+from store.settings import Settings
+
+
+class Database:
+    """Knows how to reach the server; starts the embedded one on first use when no URL is set."""
+
+    def __init__(self, settings: Settings, dsn: str | None = None) -> None:
+        self.settings = settings
+        self._dsn = dsn or settings.database_url
+        self._pool: ConnectionPool | None = None
+
+    @property
+    def dsn(self) -> str:
+        """The connection string, starting the embedded server if that is where the data lives."""
+        if self._dsn is None:
+            self._dsn = start_embedded(self.settings.home)
+        return self._dsn
+
+    @property
+    def embedded(self) -> bool:
+        return self.settings.database_url is None
+
+    def describe(self) -> str:
+        """Where we connect, safe to print."""
+        return describe(self.dsn)
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new connection; an unreachable server becomes one clear `ServerUnavailable`."""
+        dsn = self.dsn
+        try:
+            return psycopg.connect(dsn, connect_timeout=10, **kwargs)
+        except psycopg.OperationalError as exc:
+            # psycopg spreads one reason over several indented lines; keep them on one.
+            reason = redact(" ".join(str(exc).split()) or type(exc).__name__, dsn)
+            raise ServerUnavailable(f"cannot connect to PostgreSQL at {describe(dsn)}: {reason}") from None
+
+    def pool(self) -> ConnectionPool:
+        """A shared pool (opened lazily), for long-running commands."""
+        if self._pool is None:
+            self.connect().close()  # fail fast, with our message, before the pool retries quietly
+            self._pool = ConnectionPool(
+                self.dsn, min_size=1, max_size=self.settings.pool_size, open=True, name="powerlog"
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

@@ -1,0 +1,82 @@
+"""One settings object, built once from the environment and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+import psycopg
+from psycopg import conninfo
+
+from store.errors import SettingsError
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not value > 0:
+        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What powerlog reads from the environment; see README "Settings"."""
+
+    database_url: str | None
+    """`DATABASE_URL`: a real server. None means the embedded server under `home`."""
+    home: Path
+    """`POWERLOG_HOME`: where the embedded server keeps its data directory."""
+    pool_size: int
+    """`POWERLOG_POOL_SIZE`: connections in the pool."""
+    lock_timeout_s: float
+    """`POWERLOG_LOCK_TIMEOUT`: seconds to wait for another writer before failing."""
+    refresh_interval_s: float
+    """`POWERLOG_REFRESH_INTERVAL`: seconds between scheduler ticks."""
+    max_export_bytes: int
+    """`POWERLOG_MAX_EXPORT_BYTES`: refuse archives that unpack to more than this."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build and validate the settings; an invalid value fails here, naming its variable."""
+        env = os.environ if env is None else env
+        url = env.get("DATABASE_URL") or None
+        if url is not None:
+            try:
+                conninfo.conninfo_to_dict(url)
+            except psycopg.ProgrammingError:
+                raise SettingsError(
+                    "DATABASE_URL is not a PostgreSQL connection string "
+                    "(expected e.g. postgresql://user@host:5432/dbname)"
+                ) from None
+        home_raw = env.get("POWERLOG_HOME")
+        home = Path(home_raw).expanduser() if home_raw else Path(platformdirs.user_data_dir("powerlog"))
+        return cls(
+            database_url=url,
+            home=home,
+            pool_size=_int(env, "POWERLOG_POOL_SIZE", 4),
+            lock_timeout_s=_float(env, "POWERLOG_LOCK_TIMEOUT", 600.0),
+            refresh_interval_s=_float(env, "POWERLOG_REFRESH_INTERVAL", 30.0),
+            max_export_bytes=_int(env, "POWERLOG_MAX_EXPORT_BYTES", 2 * 1024**3),
+        )

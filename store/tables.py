@@ -1,0 +1,76 @@
+"""Tables the store owns: the log (`events`), stream heads (`streams`) and `imports`."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("source_path", Text, nullable=False),
+    Column("source_version", Text),
+    Column("source_date", Text),
+    Column("source_issue", Integer),
+    Column("content_hash", Text),
+    Column("label", Text),
+    Column("status", Text, nullable=False),
+    Column("counts", JSONB, nullable=False, server_default="{}"),
+    Column("warnings", JSONB, nullable=False, server_default="[]"),
+    Column("errors", JSONB, nullable=False, server_default="[]"),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("first_position", BigInteger),
+    Column("last_position", BigInteger),
+    Column("head_chain_hash", Text),
+    Column("fingerprint", Text),
+    CheckConstraint("status IN ('completed', 'failed')", name="imports_status_check"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("global_position", BigInteger, primary_key=True, autoincrement=False),
+    Column("stream_id", Text, nullable=False),
+    Column("stream_version", Integer, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("import_id", BigInteger, ForeignKey("imports.id"), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("chain_hash", LargeBinary, nullable=False),
+    UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
+    CheckConstraint("global_position > 0", name="events_position_positive"),
+    CheckConstraint("stream_version > 0", name="events_stream_version_positive"),
+)
+Index("events_import_id_idx", events.c.import_id)
+
+streams = Table(
+    "streams",
+    metadata,
+    Column("stream_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("hash", Text),
+    Column("record", LargeBinary),
+    Column("removed", Boolean, nullable=False, server_default="false"),
+    Column("last_position", BigInteger, nullable=False),
+)
+Index("streams_kind_idx", streams.c.kind)
