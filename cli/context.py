@@ -21,3 +21,19 @@ def settings() -> Settings:
 @cache
 def database() -> Database:
     return Database(settings())
+
+
+def migrated_database() -> Database:
+    """The database, with its schema at the code's revision.
+
+    The embedded server is powerlog's own, so it is upgraded on the spot; a real server is only checked,
+    since upgrading it is its operator's call (`powerlog db upgrade`).
+    """
+    from store import schema
+
+    db = database()
+    if db.embedded:
+        schema.upgrade(db)
+    else:
+        schema.require_current(db)
+    return db

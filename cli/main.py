@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.text import Text
 
 from cli import db, demo
+from cli.importing import import_command
 from cli.context import err_console
 from cli.logs import configure, redact_text
 from events.errors import PowerlogError
@@ -22,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.command(name="demo")(demo.demo)
+app.command(name="import")(import_command)
 
 
 @app.callback()
@@ -46,6 +49,11 @@ def run() -> None:
     except PowerlogError as exc:
         # Text, not markup: a file name or JSON path may hold brackets.
         err_console.print(Text.assemble(("error: ", "bold red"), redact_text(str(exc))), highlight=False)
+        sys.exit(1)
+    except psycopg.Error as exc:
+        # Unexpected at this level (expected failures are PowerlogErrors), but still one line, no traceback.
+        detail = " ".join(str(exc).split())
+        err_console.print(Text.assemble(("database error: ", "bold red"), redact_text(detail)), highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

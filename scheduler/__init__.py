@@ -1,0 +1,40 @@
+"""Keeps the materialized view `power_build_summary` fresh: concurrent refreshes, one at a time everywhere."""
+
+from scheduler.refresh import (
+    REFRESH_LOCK_KEY,
+    SOURCE_PROJECTORS,
+    VIEW,
+    RefreshBusy,
+    RefreshFailed,
+    RefreshRecord,
+    RefreshResult,
+    history,
+    is_populated,
+    is_stale,
+    last_refresh,
+    refresh,
+    source_position,
+    status,
+)
+from scheduler.runner import JOB_ID, build_scheduler, refresh_job, run_forever
+
+__all__ = [
+    "JOB_ID",
+    "REFRESH_LOCK_KEY",
+    "SOURCE_PROJECTORS",
+    "VIEW",
+    "RefreshBusy",
+    "RefreshFailed",
+    "RefreshRecord",
+    "RefreshResult",
+    "build_scheduler",
+    "history",
+    "is_populated",
+    "is_stale",
+    "last_refresh",
+    "refresh",
+    "refresh_job",
+    "run_forever",
+    "source_position",
+    "status",
+]

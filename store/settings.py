@@ -56,6 +56,8 @@ class Settings:
     """`POWERLOG_REFRESH_INTERVAL`: seconds between scheduler ticks."""
     max_export_bytes: int
     """`POWERLOG_MAX_EXPORT_BYTES`: refuse archives that unpack to more than this."""
+    import_batch: int
+    """`POWERLOG_IMPORT_BATCH`: events per COPY inside an import's one transaction."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,4 +81,5 @@ class Settings:
             lock_timeout_s=_float(env, "POWERLOG_LOCK_TIMEOUT", 600.0),
             refresh_interval_s=_float(env, "POWERLOG_REFRESH_INTERVAL", 30.0),
             max_export_bytes=_int(env, "POWERLOG_MAX_EXPORT_BYTES", 2 * 1024**3),
+            import_batch=_int(env, "POWERLOG_IMPORT_BATCH", 5000),
         )

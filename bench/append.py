@@ -1,0 +1,163 @@
+"""Append throughput of the store against a bare COPY of the same bytes, on the same server, same run.
+
+    .venv/bin/python bench/append.py [--sizes 36000,360000] [--batch 10000]
+
+Uses DATABASE_URL when set, else a throwaway embedded PostgreSQL. Writes bench/results/append.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from typing import Any
+
+from common import Timer, fresh_database, peak_rss_mb, server, server_version, write_results
+
+from events import EntityAdded, canonical_bytes, content_hash
+from store import imports, log
+from store.imports import ImportMeta
+
+CHUNK = 10_000
+
+
+def make_record(i: int, rng: random.Random) -> dict[str, Any]:
+    """A power-like record of about 1 KB of canonical JSON."""
+    return {
+        "FullName": f"Bench_Group.Bench_Set.Power_{i:07d}",
+        "DisplayName": f"Power {i}",
+        "Level": rng.randint(1, 50),
+        "Accuracy": round(rng.uniform(0.5, 1.5), 3),
+        "EndCost": round(rng.uniform(1, 20), 4),
+        "RechargeTime": round(rng.uniform(1, 600), 2),
+        "BoostsAllowed": ["Accuracy_Boost", "Damage_Boost", "EnduranceDiscount_Boost", "Recharge_Boost"],
+        "DescLong": "x" * rng.randint(200, 260),
+        "Effects": [
+            {
+                "EffectId": "Damage",
+                "EffectType": 3,
+                "Scale": round(rng.uniform(0.1, 2), 5),
+                "Mag": rng.random(),
+                "ToWho": 1,
+                "Aspect": 2,
+                "ModifierTable": "Ranged_Damage",
+                "PvMode": 1,
+                "Stacking": 1,
+            }
+            for _ in range(3)
+        ],
+    }
+
+
+def chunks(n: int) -> Any:
+    rng = random.Random(42)
+    for start in range(0, n, CHUNK):
+        batch = []
+        for i in range(start, min(n, start + CHUNK)):
+            rec = make_record(i, rng)
+            batch.append(
+                log.Pending(
+                    EntityAdded(kind="power", key=rec["FullName"], record=rec, hash=content_hash(rec)),
+                    0,
+                    canonical_bytes(rec),
+                )
+            )
+        yield batch
+
+
+def through_store(db: Any, n: int) -> tuple[float, int, list[tuple[Any, ...]]]:
+    """Time the store API only (building the events is the caller's work); return the rows it wrote."""
+    seconds = 0.0
+    with db.connect() as conn:
+        with Timer() as t:
+            conn.execute("BEGIN")
+            log.lock(conn)
+            import_id = imports.begin(conn, ImportMeta(source_path="bench"))
+        seconds += t.seconds
+        for batch in chunks(n):
+            with Timer() as t:
+                log.append(conn, import_id, batch)
+            seconds += t.seconds
+        with Timer() as t:
+            conn.execute("COMMIT")
+        seconds += t.seconds
+        size = conn.execute(
+            "SELECT pg_total_relation_size('events'), sum(octet_length(data::text)) FROM events"
+        ).fetchone()
+    assert size is not None
+    return seconds, int(size[1]), []
+
+
+def bare_copy(db: Any) -> float:
+    """COPY the very rows the store wrote (same bytes) into an identical table, in one transaction."""
+    with db.connect() as conn:
+        conn.execute(
+            "CREATE TABLE events_ceiling (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+        )
+        conn.commit()
+        # Read the rows back as COPY binary first, so the timed part is nothing but the server taking them.
+        payload = bytearray()
+        with conn.cursor().copy("COPY events TO STDOUT (FORMAT BINARY)") as out:
+            for block in out:
+                payload += block
+        conn.commit()
+        with Timer() as t:
+            with conn.cursor().copy("COPY events_ceiling FROM STDIN (FORMAT BINARY)") as cp:
+                view = memoryview(payload)
+                for off in range(0, len(view), 1 << 20):
+                    cp.write(view[off : off + (1 << 20)])
+            conn.commit()
+        conn.execute("DROP TABLE events_ceiling")
+        conn.commit()
+    return t.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="36000,360000")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    with server() as admin:
+        version = server_version(admin)
+        for n in sizes:
+            with fresh_database(admin) as db:
+                store_s, data_bytes, _ = through_store(db, n)
+                copy_s = bare_copy(db)
+            row = {
+                "events": n,
+                "mb": round(data_bytes / 1e6, 1),
+                "store_s": round(store_s, 2),
+                "store_events_per_s": round(n / store_s),
+                "copy_s": round(copy_s, 2),
+                "copy_events_per_s": round(n / copy_s),
+                "ratio": round(copy_s / store_s, 3),
+                "peak_rss_mb": round(peak_rss_mb()),
+            }
+            rows.append(row)
+            print(row, file=sys.stderr)
+    md = [
+        "# Append benchmark (`bench/append.py`)",
+        "",
+        f"PostgreSQL {version}; events of about 1 KB of canonical JSON; one import (one transaction) per size.",
+        "Store = `store.log.append` in chunks of 10,000 (encode, chain hash, binary COPY into `events`, `streams` kept in the",
+        "same transaction). Ceiling = a bare binary `COPY` of the very same rows into an identical table.",
+        "",
+        "| events | MB (jsonb text) | store s | store events/s | bare COPY s | COPY events/s | store / COPY | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        md.append(
+            f"| {r['events']:,} | {r['mb']} | {r['store_s']} | {r['store_events_per_s']:,} | {r['copy_s']} | "
+            f"{r['copy_events_per_s']:,} | {r['ratio']} | {r['peak_rss_mb']} |"
+        )
+    md.append("")
+    path = write_results("append", {"server_version": version, "runs": rows}, "\n".join(md) + "\n")
+    print("\n".join(md))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

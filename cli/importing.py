@@ -1,0 +1,103 @@
+"""`powerlog import PATH`: one export into the log, atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.context import console, err_console, migrated_database
+from importer.diff import KINDS, OUTCOMES
+from importer.run import ImportResult
+from importer.run import Progress as ImportProgress
+from importer.run import run_import
+
+
+def summary_table(result: ImportResult) -> Table:
+    title = "dry run: nothing written" if result.dry_run else f"import {result.import_id}"
+    table = Table(title=title)
+    table.add_column("kind")
+    for outcome in OUTCOMES:
+        table.add_column(outcome, justify="right")
+    for kind in KINDS:
+        c = result.counts[kind]
+        table.add_row(kind, *(f"{c[o]:,}" for o in OUTCOMES))
+    return table
+
+
+def import_command(
+    path: Annotated[
+        Path, typer.Argument(help="The export: a directory, .zip or .tar.gz holding I12.json, EnhDB.json and db/.")
+    ],
+    label: Annotated[str | None, typer.Option(help="A name for this import, shown by history and status.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat a duplicate key as an error, not a warning.")] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Fail at once if another import is running, instead of waiting.")
+    ] = False,
+) -> None:
+    """Import a Mids Reborn export: append the change events since the last import, all or nothing.
+
+    Re-importing an unchanged export appends nothing. Bad input stops the import with the file, the
+    JSON path and what was expected; nothing is written but a record of the failed attempt.
+    """
+    db = migrated_database()
+    bar: Progress | None = None
+    task = None
+    if err_console.is_terminal:
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files · {task.fields[records]:,} records · {task.fields[rate]:,.0f}/s"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        task = bar.add_task("reading", total=None, records=0, rate=0.0)
+
+    def progress(p: ImportProgress) -> None:
+        if bar is not None and task is not None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            bar.update(
+                task,
+                total=p.files_total,
+                completed=p.files_done,
+                records=p.records,
+                rate=p.records / elapsed if elapsed else 0.0,
+                description=p.file[-40:],
+            )
+
+    def waiting() -> None:
+        err_console.print("another import is running: waiting for it to finish (--no-wait to fail instead)")
+
+    if bar is not None:
+        bar.start()
+    try:
+        result = run_import(
+            db, path, label=label, dry_run=dry_run, strict=strict, wait=not no_wait, on_progress=progress,
+            on_wait=waiting,
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+    console.print(summary_table(result))
+    for w in result.warnings:
+        err_console.print(f"warning: duplicate {w['kind']} key {w['key']!r}: kept {w['first']}, skipped {w['second']}")
+    header = result.header
+    release = f"{header.version} ({header.date}, issue {header.issue})" if header else "?"
+    if result.dry_run:
+        console.print(f"dry run of release {release}: {result.events:,} events would be appended")
+    elif result.no_changes:
+        console.print(f"no changes: release {release} is already in the log (import {result.import_id})")
+    else:
+        assert result.appended is not None and result.head is not None
+        console.print(
+            f"import {result.import_id}: release {release}, {result.events:,} events at positions "
+            f"{result.appended.first_position}..{result.appended.last_position} in {result.seconds:.1f} s"
+        )
+    if result.head is not None:
+        console.print(f"log head {result.head} (keep it to check later with `powerlog verify --head`)")

@@ -1,0 +1,229 @@
+"""One import: read an export, diff it against the log's stream heads, append the difference atomically."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import structlog
+
+from importer.diff import Differ, empty_counts
+from importer.errors import ImportInputError
+from importer.limits import ReadLimits
+from importer.source import ExportHeader, read_export
+from store import imports, log
+from store.connection import Database
+from store.errors import ConcurrencyError, LockBusy
+from store.imports import ImportMeta
+
+logger = structlog.get_logger(__name__)
+
+# Fault injection for the crash tests only: SIGKILL this process at "record:N" (the Nth record read),
+# "after_batch:N" (N batches in the open transaction) or "before_commit".
+FAULT_ENV = "POWERLOG_TEST_FAULT"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running import is: for a progress bar."""
+
+    files_done: int
+    files_total: int
+    records: int
+    file: str
+
+
+@dataclass
+class ImportResult:
+    source_path: str
+    header: ExportHeader | None
+    content_hash: str | None
+    counts: dict[str, dict[str, int]]
+    warnings: list[dict[str, Any]]
+    dry_run: bool
+    import_id: int | None = None
+    appended: log.Appended | None = None
+    head: log.Head | None = None
+    seconds: float = 0.0
+    waited_for_lock: bool = False
+    records: int = 0
+    files: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def events(self) -> int:
+        return sum(c["added"] + c["changed"] + c["removed"] for c in self.counts.values())
+
+    @property
+    def no_changes(self) -> bool:
+        return self.events == 0
+
+
+def _fault(point: str, batches: int = 0) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    name, _, arg = spec.partition(":")
+    if name == point and (not arg or int(arg) == batches):
+        logger.warning("fault_injected", point=spec)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fetch_records(conn: psycopg.Connection[Any]) -> Callable[[list[str]], dict[str, bytes]]:
+    def fetch(stream_ids: list[str]) -> dict[str, bytes]:
+        rows = conn.execute(
+            "SELECT stream_id, record FROM streams WHERE stream_id = ANY(%s)", (stream_ids,)
+        ).fetchall()
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    return fetch
+
+
+def run_import(
+    db: Database,
+    path: str | os.PathLike[str],
+    *,
+    label: str | None = None,
+    dry_run: bool = False,
+    strict: bool = False,
+    wait: bool = True,
+    limits: ReadLimits | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> ImportResult:
+    """Import one export in one transaction; with `dry_run`, compute the same diff and write nothing.
+
+    Bad input raises `ImportInputError` after recording the failed attempt in `imports`; nothing else
+    is written. A concurrent import is waited for (or `LockBusy` with `wait=False`).
+    """
+    started = time.perf_counter()
+    source_path = str(Path(path).resolve()) if Path(path).exists() else str(path)
+    limits = limits or ReadLimits(max_total_bytes=db.settings.max_export_bytes)
+    meta = ImportMeta(source_path=source_path, label=label)
+    result = ImportResult(source_path, None, None, empty_counts(), [], dry_run)
+    structlog.contextvars.bind_contextvars(source=source_path)
+    try:
+        with db.connect() as conn:
+            try:
+                _run(conn, db, path, meta, result, strict, wait, limits, on_progress, on_wait)
+            except (ImportInputError, ConcurrencyError) as exc:
+                conn.rollback()
+                if not dry_run:
+                    failed = imports.record_failure(db, meta, [str(exc)], result.warnings)
+                    logger.error("import_failed", import_id=failed, error=str(exc))
+                raise
+    finally:
+        structlog.contextvars.unbind_contextvars("source", "import_id")
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run(
+    conn: psycopg.Connection[Any],
+    db: Database,
+    path: str | os.PathLike[str],
+    meta: ImportMeta,
+    result: ImportResult,
+    strict: bool,
+    wait: bool,
+    limits: ReadLimits,
+    on_progress: Callable[[Progress], None] | None,
+    on_wait: Callable[[], None] | None,
+) -> None:
+    # Read the header first: a missing or broken I12.json fails before we queue behind another import.
+    with read_export(path, limits, strict) as reader:
+        result.header = reader.header
+        meta.source_version = str(reader.header.version)
+        meta.source_date = reader.header.date
+        meta.source_issue = reader.header.issue
+        conn.execute("BEGIN" if not result.dry_run else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if not result.dry_run:
+            got = log.lock(conn, wait=False) if not wait else _lock_or_wait(conn, db, on_wait)
+            result.waited_for_lock = not got
+        heads = {h.stream_id: h for h in log.stream_heads(conn)}
+        differ = Differ(heads, _fetch_records(conn), counts=result.counts)
+        import_id: int | None = None
+        pending: list[log.Pending] = []
+        batches = 0
+        files_total = len(reader.files)
+        current_file = ""
+        files_done = 0
+
+        def flush(final: bool = False) -> None:
+            nonlocal import_id, batches
+            if result.dry_run or not pending or (len(pending) < db.settings.import_batch and not final):
+                if result.dry_run:
+                    pending.clear()
+                return
+            if import_id is None:
+                import_id = imports.begin(conn, meta)
+                result.import_id = import_id
+                structlog.contextvars.bind_contextvars(import_id=import_id)
+            appended = log.append(conn, import_id, pending)
+            pending.clear()
+            batches += 1
+            if appended is not None:
+                if result.appended is None:
+                    result.appended = appended
+                else:
+                    result.appended = log.Appended(result.appended.first_position, appended.last_position, appended.head)
+            _fault("after_batch", batches)
+
+        for rec in reader:
+            file = rec.location.partition(":")[0]
+            if file != current_file:
+                if current_file:
+                    files_done += 1
+                current_file = file
+                if on_progress:
+                    on_progress(Progress(files_done, files_total, result.records, file))
+            result.records += 1
+            _fault("record", result.records)
+            pending.extend(differ.feed(rec.kind, rec.key, rec.record))
+            if len(pending) >= db.settings.import_batch:
+                flush()
+        pending.extend(differ.flush())
+        pending.extend(differ.removals())
+        flush(final=True)
+        result.files = files_total
+        result.warnings = [w.as_dict() for w in reader.warnings]
+        result.content_hash = reader.content_hash
+        meta.content_hash = reader.content_hash
+        if on_progress:
+            on_progress(Progress(files_total, files_total, result.records, current_file))
+
+    if result.dry_run:
+        conn.rollback()
+        return
+    if import_id is None:  # nothing changed: still record that this export was imported
+        import_id = imports.begin(conn, meta)
+        result.import_id = import_id
+    head = log.head(conn)
+    result.head = head
+    conn.execute("UPDATE imports SET content_hash = %s WHERE id = %s", (meta.content_hash, import_id))
+    imports.complete(conn, import_id, result.counts, result.warnings, result.appended, str(head))
+    _fault("before_commit")
+    conn.commit()
+    logger.info(
+        "import_completed",
+        import_id=import_id,
+        events=result.events,
+        head=str(head),
+        counts={k: v for k, v in result.counts.items()},
+    )
+
+
+def _lock_or_wait(conn: psycopg.Connection[Any], db: Database, on_wait: Callable[[], None] | None) -> bool:
+    try:
+        return log.lock(conn, wait=False)
+    except LockBusy:
+        logger.info("waiting_for_other_import")
+        if on_wait:
+            on_wait()
+        return log.lock(conn, wait=True, timeout_s=db.settings.lock_timeout_s)

@@ -1,0 +1,313 @@
+"""Read a Mids Reborn export file by file as (kind, natural key, record, location), validating as it goes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal, NamedTuple
+
+import structlog
+
+from importer.archive import Export, open_export
+from importer.errors import ImportInputError
+from importer.jsonread import ParsedFile, json_path, json_type, parse_file
+from importer.limits import DEFAULT_LIMITS, ReadLimits
+
+Kind = Literal["archetype", "powerset", "power", "enhancement", "enhancement_set"]
+KINDS: Final[tuple[Kind, ...]] = ("archetype", "powerset", "power", "enhancement", "enhancement_set")
+
+ARCHETYPES_FILE: Final = "I12.json"
+ENHANCEMENTS_FILE: Final = "EnhDB.json"
+POWERSETS_DIR: Final = "db"
+# Lookup notes, not entities: read only so that the export's content hash covers them.
+NOTE_FILES: Final = ("PowerSets.json", "PowerPools.json")
+
+# kind, its array in the file (None: the file itself), its natural key field
+_ARRAYS: Final[dict[str, tuple[Kind, str]]] = {
+    "Archetypes": ("archetype", "ClassName"),
+    "Powers": ("power", "FullName"),
+    "Enhancements": ("enhancement", "UID"),
+    "EnhancementSets": ("enhancement_set", "Uid"),
+}
+_ARRAY_OF: Final[dict[Kind, str | None]] = {kind: array for array, (kind, _) in _ARRAYS.items()} | {
+    "powerset": None
+}
+_POWERSET_KEY: Final = "FullName"
+_READ_CHUNK: Final = 1024 * 1024
+
+log = structlog.get_logger()
+
+
+class SourceRecord(NamedTuple):
+    """One entity as found in the export: `record` is the source object unchanged (a powerset without Powers)."""
+
+    kind: Kind
+    key: str
+    record: dict[str, Any]
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportHeader:
+    """The release an export holds, from I12.json (`Version` is kept as written: a number or a string)."""
+
+    version: float | int | str
+    date: str
+    issue: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateKey:
+    """A natural key met twice in one export: the first record was kept, the second skipped."""
+
+    kind: Kind
+    key: str
+    first: str
+    second: str
+
+    def message(self) -> str:
+        """One line for people."""
+        return f"duplicate {self.kind} key {self.key!r}: kept {self.first}, skipped {self.second}"
+
+    def as_dict(self) -> dict[str, str]:
+        """A JSON-ready form, e.g. for the import's warnings."""
+        return {
+            "event": "duplicate_key",
+            "kind": self.kind,
+            "key": self.key,
+            "first": self.first,
+            "second": self.second,
+        }
+
+
+def read_export(
+    path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_LIMITS, strict: bool = False
+) -> ExportReader:
+    """Open an export (directory, .zip, .tar.gz) and check its layout and header; iterate it for its records."""
+    export = open_export(path, limits)
+    try:
+        return ExportReader(export, limits, strict)
+    except BaseException:
+        export.close()
+        raise
+
+
+class ExportReader:
+    """Iterate once for SourceRecords: I12.json archetypes, then db/**/*.json sorted by path, then EnhDB.json.
+
+    Only one file's parsed content is held at a time. `counts`, `duplicates` and `warnings` grow as records
+    are read; `content_hash` is known once the iteration has finished. Use as a context manager, or read to
+    the end, so a temporary directory (for a .tar.gz) is removed.
+    """
+
+    def __init__(self, export: Export, limits: ReadLimits = DEFAULT_LIMITS, strict: bool = False) -> None:
+        self.source = export.name
+        self.limits = limits
+        self.strict = strict
+        self.warnings: list[DuplicateKey] = []
+        self.counts: dict[Kind, int] = dict.fromkeys(KINDS, 0)
+        self.duplicates: dict[Kind, int] = dict.fromkeys(KINDS, 0)
+        self._export = export
+        self._files = self._layout(export)
+        # Per kind, key -> where it was first read, packed as file number and index to stay small.
+        self._seen: dict[Kind, dict[str, tuple[int, int]]] = {kind: {} for kind in KINDS}
+        self._started = False
+        self._complete = False
+        self._archetypes: ParsedFile | None = parse_file(export, ARCHETYPES_FILE, ("Archetypes",), limits)
+        self.header = _header(self._archetypes.rest)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files read for records, in reading order."""
+        return self._files
+
+    @property
+    def complete(self) -> bool:
+        """Whether every record has been read."""
+        return self._complete
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of the whole export, once read to the end.
+
+        It is the SHA-256 of the lines `<relative path> NUL <SHA-256 hex of the file's raw bytes> LF` for
+        every file read (I12.json, every db/**/*.json, EnhDB.json, and PowerSets.json / PowerPools.json
+        when present), sorted by path. Other files do not count; any byte change in these does, BOM included.
+        """
+        if not self._complete:
+            raise RuntimeError("the content hash is known once the export has been read to the end")
+        return self._export.content_hash()
+
+    def __iter__(self) -> Iterator[SourceRecord]:
+        if self._started:
+            raise RuntimeError("an ExportReader is read once; call read_export again")
+        self._started = True
+        return self._records()
+
+    def close(self) -> None:
+        """Release the archive or temporary directory."""
+        self._archetypes = None
+        self._export.close()
+
+    def __enter__(self) -> ExportReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @staticmethod
+    def _layout(export: Export) -> tuple[str, ...]:
+        files = export.files
+        for name, holds in ((ARCHETYPES_FILE, "archetypes"), (ENHANCEMENTS_FILE, "enhancements and sets")):
+            if name not in files:
+                raise ImportInputError(
+                    name, "", f"{name} (the {holds}) at the top of the export {export.name}"
+                )
+        if POWERSETS_DIR not in export.dirs:
+            raise ImportInputError(
+                f"{POWERSETS_DIR}/", "", f"a {POWERSETS_DIR}/ folder of powerset files in {export.name}"
+            )
+        powersets = sorted(
+            rel for rel in files if rel.startswith(f"{POWERSETS_DIR}/") and rel.endswith(".json")
+        )
+        if not powersets:
+            raise ImportInputError(
+                f"{POWERSETS_DIR}/", "", f"at least one powerset file {POWERSETS_DIR}/**/*.json"
+            )
+        return (ARCHETYPES_FILE, *powersets, ENHANCEMENTS_FILE)
+
+    def _records(self) -> Iterator[SourceRecord]:
+        try:
+            archetypes, self._archetypes = self._archetypes, None
+            if archetypes is None:
+                raise RuntimeError("this ExportReader is closed")
+            yield from self._items(0, archetypes)
+            del archetypes
+            for number, rel in enumerate(self._files[1:-1], start=1):
+                yield from self._powerset_file(number, rel)
+            last = len(self._files) - 1
+            yield from self._items(
+                last,
+                parse_file(self._export, ENHANCEMENTS_FILE, ("Enhancements", "EnhancementSets"), self.limits),
+            )
+            for rel in NOTE_FILES:
+                if rel in self._export.files:
+                    with self._export.open(rel) as f:
+                        while f.read(_READ_CHUNK):
+                            pass
+            self._complete = True
+        finally:
+            self.close()
+
+    def _powerset_file(self, number: int, rel: str) -> Iterator[SourceRecord]:
+        parsed = parse_file(self._export, rel, ("Powers",), self.limits)
+        powerset = parsed.rest
+        full_name = _natural_key(rel, [], powerset, _POWERSET_KEY, "a powerset")
+        record = self._accept("powerset", full_name, powerset, number, -1)
+        if record is not None:
+            yield record
+        prefix = f"{full_name}."
+        for array, index, item in parsed.items:
+            path: list[str | int] = [array, index]
+            key = _natural_key(rel, path, item, "FullName", "a power")
+            if not key.startswith(prefix) or key == prefix:
+                raise ImportInputError(
+                    rel,
+                    json_path([*path, "FullName"]),
+                    f'a power name starting with "{prefix}" (its powerset\'s FullName), found "{key}"',
+                )
+            _check_effects(rel, path, item)
+            record = self._accept("power", key, item, number, index)
+            if record is not None:
+                yield record
+
+    def _items(self, number: int, parsed: ParsedFile) -> Iterator[SourceRecord]:
+        rel = self._files[number]
+        for array, index, item in parsed.items:
+            kind, field = _ARRAYS[array]
+            key = _natural_key(rel, [array, index], item, field, f"an {kind.replace('_', ' ')}")
+            record = self._accept(kind, key, item, number, index)
+            if record is not None:
+                yield record
+
+    def _accept(
+        self, kind: Kind, key: str, item: dict[str, Any], number: int, index: int
+    ) -> SourceRecord | None:
+        location = self._location(kind, number, index)
+        seen = self._seen[kind]
+        first = seen.get(key)
+        if first is None:
+            seen[key] = (number, index)
+            self.counts[kind] += 1
+            return SourceRecord(kind, key, item, location)
+        first_location = self._location(kind, *first)
+        if self.strict:
+            array = _ARRAY_OF[kind]
+            rel = self._files[number]
+            where = json_path([array, index]) if array else "$"
+            raise ImportInputError(
+                rel, where, f'a unique {kind} key; "{key}" was already read at {first_location}'
+            )
+        self.duplicates[kind] += 1
+        warning = DuplicateKey(kind, key, first_location, location)
+        self.warnings.append(warning)
+        log.warning("duplicate_key", kind=kind, key=key, first=first_location, second=location)
+        return None
+
+    def _location(self, kind: Kind, number: int, index: int) -> str:
+        array = _ARRAY_OF[kind]
+        return f"{self._files[number]}: {json_path([array, index]) if array else '$'}"
+
+
+def _natural_key(rel: str, path: list[str | int], item: Any, field: str, what: str) -> str:
+    if not isinstance(item, dict):
+        raise ImportInputError(rel, json_path(path), f"{what} as a JSON object, found {json_type(item)}")
+    if field not in item:
+        raise ImportInputError(
+            rel, json_path(path), f'{what} with a "{field}" (its natural key); there is none'
+        )
+    key = item[field]
+    if not isinstance(key, str) or not key:
+        found = "an empty string" if key == "" else json_type(key)
+        raise ImportInputError(rel, json_path([*path, field]), f"a non-empty string, found {found}")
+    return key
+
+
+def _check_effects(rel: str, path: list[str | int], power: dict[str, Any]) -> None:
+    # Projections sum and group over Effects, so its shape is checked here, where the file is named.
+    effects = power.get("Effects")
+    if effects is None:
+        return
+    if not isinstance(effects, list):
+        raise ImportInputError(
+            rel, json_path([*path, "Effects"]), f"an array of effects, found {json_type(effects)}"
+        )
+    for index, effect in enumerate(effects):
+        if not isinstance(effect, dict):
+            raise ImportInputError(
+                rel,
+                json_path([*path, "Effects", index]),
+                f"an effect as a JSON object, found {json_type(effect)}",
+            )
+
+
+def _header(fields: dict[str, Any]) -> ExportHeader:
+    version = fields.get("Version")
+    date = fields.get("Date")
+    issue = fields.get("Issue")
+    if "Version" not in fields:
+        raise ImportInputError(ARCHETYPES_FILE, "$", 'a "Version" field (the database version)')
+    if isinstance(version, bool) or not isinstance(version, int | float | str):
+        raise ImportInputError(
+            ARCHETYPES_FILE, "$.Version", f"a number or a string, found {json_type(version)}"
+        )
+    if not isinstance(date, str):
+        found = "nothing" if "Date" not in fields else json_type(date)
+        raise ImportInputError(ARCHETYPES_FILE, "$.Date", f"a string (the database date), found {found}")
+    if issue is not None and (isinstance(issue, bool) or not isinstance(issue, int)):
+        raise ImportInputError(ARCHETYPES_FILE, "$.Issue", f"an integer or null, found {json_type(issue)}")
+    return ExportHeader(version, date, issue)

@@ -1,0 +1,309 @@
+"""Refreshing `power_build_summary`: staleness, one refresh at a time across processes, and its history."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+import structlog
+from psycopg.rows import dict_row
+
+from events.errors import PowerlogError
+from store.connection import Database
+from store.errors import SchemaError
+from store.server import redact
+
+log = structlog.get_logger(__name__)
+
+VIEW = "power_build_summary"
+# Session-level advisory lock held for a whole refresh; distinct from the log's append lock ("powerlog").
+REFRESH_LOCK_KEY = 0x706C5F7265667273  # "pl_refrs"
+SOURCE_PROJECTORS = ("archetypes", "powersets", "powers")
+APPLICATION_NAME = "powerlog refresh"
+INTERRUPTED = "interrupted: the refreshing process or its connection ended before the refresh finished"
+
+Outcome = Literal["ok", "failed", "skipped", "fresh"]
+Mode = Literal["concurrently", "plain"]
+
+
+class RefreshFailed(PowerlogError):
+    """A refresh ran and failed; it is recorded in `view_refreshes`."""
+
+
+class RefreshBusy(PowerlogError):
+    """Another process holds the refresh lock, so this refresh did not run."""
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one call to `refresh` did: 'ok', 'failed', 'skipped' (lock busy) or 'fresh' (nothing to do)."""
+
+    outcome: Outcome
+    mode: Mode | None = None
+    refresh_id: int | None = None
+    rows: int | None = None
+    duration_ms: float | None = None
+    source_position: int | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RefreshRecord:
+    """One row of `view_refreshes`."""
+
+    id: int
+    view_name: str
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: float | None
+    rows: int | None
+    source_position: int | None
+    outcome: str
+    error: str | None
+    mode: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as ISO 8601 strings."""
+        out = asdict(self)
+        for key in ("started_at", "finished_at"):
+            if out[key] is not None:
+                out[key] = out[key].isoformat()
+        return out
+
+
+Conn = psycopg.Connection[Any]
+_COLUMNS = "id, view_name, started_at, finished_at, duration_ms, rows, source_position, outcome, error, mode"
+
+
+@contextmanager
+def _schema_required() -> Iterator[None]:
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedObject) as exc:
+        raise SchemaError(
+            f"the refresh tables are missing ({' '.join(str(exc).split())}); run `powerlog db upgrade`"
+        ) from None
+
+
+def source_position(conn: Conn) -> int:
+    """The log position the view's source tables are projected up to (0 before any projection)."""
+    row = conn.execute(
+        "SELECT coalesce(max(position), 0) FROM projection_checkpoints WHERE projector = ANY(%s)",
+        (list(SOURCE_PROJECTORS),),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def is_populated(conn: Conn) -> bool:
+    """Whether the view holds data (one made WITH NO DATA can be neither read nor refreshed concurrently)."""
+    row = conn.execute("SELECT relispopulated FROM pg_class WHERE oid = %s::regclass", (VIEW,)).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+def history(conn: Conn, limit: int = 10) -> list[RefreshRecord]:
+    """The view's most recent refreshes, newest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT {_COLUMNS} FROM view_refreshes WHERE view_name = %s ORDER BY id DESC LIMIT %s",
+            (VIEW, limit),
+        ).fetchall()
+    return [RefreshRecord(**row) for row in rows]
+
+
+def last_refresh(conn: Conn) -> RefreshRecord | None:
+    """The last successful refresh of the view, or None if it never had one."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"SELECT {_COLUMNS} FROM view_refreshes WHERE view_name = %s AND outcome = 'ok'"
+            " ORDER BY id DESC LIMIT 1",
+            (VIEW,),
+        ).fetchone()
+    return RefreshRecord(**row) if row else None
+
+
+def _refreshed_position(conn: Conn) -> int:
+    last = last_refresh(conn)
+    return (last.source_position or 0) if last else 0
+
+
+def is_stale(conn: Conn) -> bool:
+    """True when the source tables moved past the last successful refresh, or the view holds no data."""
+    return not is_populated(conn) or source_position(conn) > _refreshed_position(conn)
+
+
+def _lock_holder(conn: Conn) -> int | None:
+    # A bigint advisory key shows in pg_locks split into classid (high half) and objid (low half).
+    row = conn.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+        " AND classid::bigint = %s AND objid::bigint = %s AND database = ("
+        "SELECT oid FROM pg_database WHERE datname = current_database())",
+        (REFRESH_LOCK_KEY >> 32, REFRESH_LOCK_KEY & 0xFFFFFFFF),
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def status(conn: Conn) -> dict[str, Any]:
+    """The view's refresh figures for `powerlog status`, JSON-ready."""
+    with _schema_required():
+        position = source_position(conn)
+        populated = is_populated(conn)
+        last = last_refresh(conn)
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE outcome = 'failed'),"
+            " count(*) FILTER (WHERE outcome = 'failed' AND id > %s)"
+            " FROM view_refreshes WHERE view_name = %s",
+            (last.id if last else 0, VIEW),
+        ).fetchone()
+        assert row is not None
+        latest = history(conn, limit=1)
+        holder = _lock_holder(conn)
+    refreshed_position = (last.source_position or 0) if last else 0
+    last_failed = next((r for r in latest if r.outcome == "failed"), None)
+    return {
+        "view": VIEW,
+        "populated": populated,
+        "stale": not populated or position > refreshed_position,
+        "source_position": position,
+        "refreshed_position": refreshed_position if last else None,
+        "last_refresh_at": last.finished_at.isoformat() if last and last.finished_at else None,
+        "last_refresh_duration_ms": last.duration_ms if last else None,
+        "last_refresh_rows": last.rows if last else None,
+        "last_refresh_mode": last.mode if last else None,
+        "refreshing_now": holder is not None,
+        "failures": int(row[0]),
+        "failures_since_last_ok": int(row[1]),
+        "last_error": last_failed.error if last_failed else None,
+    }
+
+
+def _one_line(exc: BaseException, dsn: str) -> str:
+    text = " ".join(str(exc).split()) or "no message"
+    return redact(f"{type(exc).__name__}: {text}", dsn)
+
+
+def _record_failure(db: Database, conn: Conn, refresh_id: int, error: str) -> None:
+    """Mark the row failed, on a new connection if the refreshing one is gone (terminated, server restart)."""
+    stmt = (
+        "UPDATE view_refreshes SET outcome = 'failed', error = %s, finished_at = clock_timestamp(),"
+        " duration_ms = 1000 * extract(epoch FROM clock_timestamp() - started_at) WHERE id = %s"
+    )
+    try:
+        if not conn.broken and not conn.closed:
+            conn.rollback()  # no-op in autocommit; clears an aborted state otherwise
+            conn.execute(stmt, (error, refresh_id))
+            return
+        with db.connect(autocommit=True) as other:
+            other.execute(stmt, (error, refresh_id))
+    except Exception as exc:
+        # The next refresh marks a row left 'running' as interrupted, so nothing is lost for good.
+        log.warning("refresh_failure_not_recorded", refresh_id=refresh_id, reason=_one_line(exc, db.dsn))
+
+
+def refresh(db: Database, *, if_stale: bool = False, concurrently: bool = True) -> RefreshResult:
+    """Refresh the view once if this process gets the refresh lock; a failed refresh is recorded and returned.
+
+    Plain (non-concurrent) refreshes block readers for their whole duration: use them only when asked, or
+    when the view holds no data (CONCURRENTLY refuses an unpopulated view and readers cannot read it anyway).
+    A connection failure before the refresh starts raises (`ServerUnavailable`): there is nothing to record.
+    """
+    conn = db.connect(autocommit=True, application_name=APPLICATION_NAME)
+    try:
+        with _schema_required():
+            if if_stale and not is_stale(conn):
+                log.debug("refresh_not_needed", view=VIEW)
+                return RefreshResult("fresh", reason="the view is up to date")
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (REFRESH_LOCK_KEY,)).fetchone()
+            if not (got and got[0]):
+                reason = "another process is refreshing"
+                log.info("refresh_skipped", view=VIEW, reason=reason, holder_pid=_lock_holder(conn))
+                return RefreshResult("skipped", reason=reason)
+            # Under the lock: another process may have just refreshed, and nobody else is running now.
+            if if_stale and not is_stale(conn):
+                log.debug("refresh_not_needed", view=VIEW, reason="refreshed by another process meanwhile")
+                return RefreshResult("fresh", reason="the view is up to date")
+            _mark_interrupted(conn)
+            populated = is_populated(conn)
+            mode: Mode = "concurrently" if concurrently and populated else "plain"
+            if concurrently and not populated:
+                log.info("refresh_plain_unpopulated", view=VIEW, reason="the view holds no data yet")
+            # Read before the REFRESH: its snapshot is later, so the view holds at least this position.
+            position = source_position(conn)
+            row = conn.execute(
+                "INSERT INTO view_refreshes (view_name, started_at, outcome, mode, source_position)"
+                " VALUES (%s, clock_timestamp(), 'running', %s, %s) RETURNING id",
+                (VIEW, mode, position),
+            ).fetchone()
+            assert row is not None
+            refresh_id = int(row[0])
+        return _run(db, conn, refresh_id, mode, position)
+    finally:
+        # Closing the session releases the advisory lock even if the unlock could not be sent.
+        if not conn.broken and not conn.closed:
+            with suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock_all()")
+        conn.close()
+
+
+def _mark_interrupted(conn: Conn) -> None:
+    # We hold the lock, so a row still 'running' belongs to a refresh that died without recording its end.
+    cur = conn.execute(
+        "UPDATE view_refreshes SET outcome = 'failed', error = %s"
+        " WHERE view_name = %s AND outcome = 'running'",
+        (INTERRUPTED, VIEW),
+    )
+    if cur.rowcount:
+        log.warning("refresh_marked_interrupted", view=VIEW, rows=cur.rowcount)
+
+
+def _run(db: Database, conn: Conn, refresh_id: int, mode: Mode, position: int) -> RefreshResult:
+    log.info("refresh_started", view=VIEW, refresh_id=refresh_id, mode=mode, source_position=position)
+    # A table locked by someone else (a rebuild swapping tables) must fail this tick, not hang it forever.
+    conn.execute(f"SET lock_timeout = {int(db.settings.lock_timeout_s * 1000)}")
+    stmt = f"REFRESH MATERIALIZED VIEW {'CONCURRENTLY ' if mode == 'concurrently' else ''}{VIEW}"
+    start = time.perf_counter()
+    try:
+        conn.execute(stmt)
+        duration_ms = (time.perf_counter() - start) * 1000
+        count = conn.execute(f"SELECT count(*) FROM {VIEW}").fetchone()
+        assert count is not None
+        rows = int(count[0])
+        conn.execute(
+            "UPDATE view_refreshes SET outcome = 'ok', finished_at = clock_timestamp(), duration_ms = %s,"
+            " rows = %s, source_position = %s WHERE id = %s",
+            (duration_ms, rows, position, refresh_id),
+        )
+    except Exception as exc:
+        error = _one_line(exc, db.dsn)
+        _record_failure(db, conn, refresh_id, error)
+        log.error("refresh_failed", view=VIEW, refresh_id=refresh_id, mode=mode, error=error)
+        return RefreshResult(
+            "failed",
+            mode=mode,
+            refresh_id=refresh_id,
+            duration_ms=(time.perf_counter() - start) * 1000,
+            source_position=position,
+            error=error,
+        )
+    except BaseException as exc:  # Ctrl-C in `powerlog refresh`: record it, then let it stop the command
+        _record_failure(db, conn, refresh_id, _one_line(exc, db.dsn) if str(exc) else "interrupted by user")
+        raise
+    log.info(
+        "refresh_done",
+        view=VIEW,
+        refresh_id=refresh_id,
+        mode=mode,
+        rows=rows,
+        duration_ms=round(duration_ms, 1),
+        source_position=position,
+    )
+    return RefreshResult(
+        "ok", mode=mode, refresh_id=refresh_id, rows=rows, duration_ms=duration_ms, source_position=position
+    )

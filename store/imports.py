@@ -1,0 +1,131 @@
+"""The `imports` table: one row per import, written in the same transaction as its events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from store.connection import Database
+from store.log import Appended
+
+
+@dataclass
+class ImportMeta:
+    """What an import says about its source, before it knows what it will append."""
+
+    source_path: str
+    label: str | None = None
+    source_version: str | None = None
+    source_date: str | None = None
+    source_issue: int | None = None
+    content_hash: str | None = None
+
+
+@dataclass
+class ImportRow:
+    id: int
+    source_path: str
+    label: str | None
+    source_version: str | None
+    source_date: str | None
+    source_issue: int | None
+    content_hash: str | None
+    status: str
+    counts: dict[str, dict[str, int]]
+    warnings: list[Any]
+    errors: list[Any]
+    started_at: datetime
+    completed_at: datetime | None
+    first_position: int | None
+    last_position: int | None
+    head_chain_hash: str | None
+    fingerprint: str | None = field(default=None)
+
+
+def begin(conn: psycopg.Connection[Any], meta: ImportMeta) -> int:
+    """Insert the import's row inside its transaction; a rollback removes it with the events."""
+    row = conn.execute(
+        "INSERT INTO imports (source_path, label, source_version, source_date, source_issue, content_hash,"
+        " status) VALUES (%s, %s, %s, %s, %s, %s, 'completed') RETURNING id",
+        (
+            meta.source_path,
+            meta.label,
+            meta.source_version,
+            meta.source_date,
+            meta.source_issue,
+            meta.content_hash,
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def complete(
+    conn: psycopg.Connection[Any],
+    import_id: int,
+    counts: dict[str, dict[str, int]],
+    warnings: list[Any],
+    appended: Appended | None,
+    head_chain_hash: str,
+) -> None:
+    """Fill in what the import did, in the same transaction as its events."""
+    conn.execute(
+        "UPDATE imports SET counts = %s, warnings = %s, completed_at = clock_timestamp(),"
+        " first_position = %s, last_position = %s, head_chain_hash = %s WHERE id = %s",
+        (
+            Jsonb(counts),
+            Jsonb(warnings),
+            appended.first_position if appended else None,
+            appended.last_position if appended else None,
+            head_chain_hash,
+            import_id,
+        ),
+    )
+
+
+def record_failure(db: Database, meta: ImportMeta, errors: list[str], warnings: list[Any]) -> int:
+    """Record a failed attempt in a transaction of its own (the import's own one was rolled back)."""
+    with db.connect() as conn:
+        row = conn.execute(
+            "INSERT INTO imports (source_path, label, source_version, source_date, source_issue, content_hash,"
+            " status, errors, warnings, completed_at) VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s, %s,"
+            " clock_timestamp()) RETURNING id",
+            (
+                meta.source_path,
+                meta.label,
+                meta.source_version,
+                meta.source_date,
+                meta.source_issue,
+                meta.content_hash,
+                Jsonb(errors),
+                Jsonb(warnings),
+            ),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+_COLUMNS = (
+    "id, source_path, label, source_version, source_date, source_issue, content_hash, status, counts,"
+    " warnings, errors, started_at, completed_at, first_position, last_position, head_chain_hash, fingerprint"
+)
+
+
+def get(conn: psycopg.Connection[Any], import_id: int) -> ImportRow | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM imports WHERE id = %s", (import_id,)).fetchone()
+    return None if row is None else ImportRow(*row)
+
+
+def all_imports(conn: psycopg.Connection[Any]) -> list[ImportRow]:
+    return [ImportRow(*r) for r in conn.execute(f"SELECT {_COLUMNS} FROM imports ORDER BY id").fetchall()]
+
+
+def last_completed(conn: psycopg.Connection[Any]) -> ImportRow | None:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM imports WHERE status = 'completed' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else ImportRow(*row)

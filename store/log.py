@@ -1,0 +1,407 @@
+"""The change log: gap-free, append-only, hash-chained `events`, with `streams` kept beside it.
+
+Every write happens inside a transaction the caller owns (one per import): `lock` first, then
+`append` as often as needed; commit makes it all visible at once, or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import psycopg
+import structlog
+from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
+
+from events import Event, canonical_bytes, decode, decode_event, encode_event, event_type, stream_id
+from store.errors import ChainError, ConcurrencyError, LockBusy
+from store.nul import from_jsonb, to_jsonb
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "powerlog_events"
+GENESIS = bytes(32)
+# One key for the whole log: appends are serialized, so positions commit in the order they are given
+# and a reader that has seen position N never later finds a committed event below N.
+LOG_LOCK_KEY = 0x706F7765726C6F67  # "powerlog"
+
+_EVENT_COLUMNS = (
+    "global_position",
+    "stream_id",
+    "stream_version",
+    "event_type",
+    "schema_version",
+    "data",
+    "import_id",
+    "chain_hash",
+)
+# jsonb's binary input is a version byte (1) then the JSON text: the payload is already canonical JSON,
+# so it goes over as bytes, without a second encoding through psycopg's Jsonb dumper.
+_EVENT_TYPES = ("int8", "text", "int4", "text", "int4", "bytea", "int8", "bytea")
+_JSONB_V1 = b"\x01"
+_STREAM_COLUMNS = ("stream_id", "kind", "key", "version", "hash", "record", "removed", "last_position")
+_STREAM_TYPES = ("text", "text", "text", "int4", "text", "bytea", "bool", "int8")
+
+
+class Pending(NamedTuple):
+    """An event to append, the stream version it expects, and the stream's record after it."""
+
+    event: Event
+    expected_version: int
+    record: bytes | None
+
+
+@dataclass(frozen=True)
+class Head:
+    position: int
+    chain_hash: bytes
+
+    def __str__(self) -> str:
+        return f"{self.position}:{self.chain_hash.hex()}"
+
+    @classmethod
+    def parse(cls, text: str) -> Head:
+        position, _, digest = text.partition(":")
+        return cls(int(position), bytes.fromhex(digest))
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    global_position: int
+    stream_id: str
+    stream_version: int
+    event_type: str
+    schema_version: int
+    event: Event
+    import_id: int
+    recorded_at: datetime
+    chain_hash: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    first_position: int
+    last_position: int
+    head: Head
+
+    @property
+    def count(self) -> int:
+        return self.last_position - self.first_position + 1
+
+
+def chain_hash(
+    previous: bytes,
+    position: int,
+    sid: str,
+    version: int,
+    etype: str,
+    schema: int,
+    import_id: int,
+    data: bytes,
+) -> bytes:
+    """SHA-256 over the previous row's chain hash, this row's identity and its canonical payload."""
+    h = hashlib.sha256(previous)
+    h.update(f"{position}\x1f{sid}\x1f{version}\x1f{etype}\x1f{schema}\x1f{import_id}\x1f".encode())
+    h.update(data)
+    return h.digest()
+
+
+def lock(conn: psycopg.Connection[Any], wait: bool = True, timeout_s: float | None = None) -> bool:
+    """Take the log's transaction-scoped append lock; returns False (never raises) if we had to wait.
+
+    With `wait=False`, a held lock raises `LockBusy` at once.
+    """
+    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOG_LOCK_KEY,)).fetchone()
+    if got and got[0]:
+        return True
+    if not wait:
+        raise LockBusy("another import is writing to the log; run again later or drop --no-wait")
+    if timeout_s is not None:
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
+    except psycopg.errors.LockNotAvailable:
+        raise LockBusy(f"waited {timeout_s:g} s for another import to finish; it is still running") from None
+    return False
+
+
+def head(conn: psycopg.Connection[Any]) -> Head:
+    """The last committed position and its chain hash (position 0 for an empty log)."""
+    row = conn.execute(
+        "SELECT global_position, chain_hash FROM events ORDER BY global_position DESC LIMIT 1"
+    ).fetchone()
+    return Head(0, GENESIS) if row is None else Head(int(row[0]), bytes(row[1]))
+
+
+def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pending]) -> Appended | None:
+    """Append a batch in the caller's transaction, which must hold `lock`; None for an empty batch.
+
+    Raises `ConcurrencyError` when a stream is not at the version an event expects; the caller's
+    transaction is then unusable and must be rolled back, so nothing of the batch is stored.
+    """
+    if not batch:
+        return None
+    start = head(conn)
+    position = start.position
+    previous = start.chain_hash
+    # Last state per stream: a batch may hold several events of one stream.
+    streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, int]] = {}
+    expected_next: dict[str, int] = {}
+    with conn.cursor() as cur:
+        try:
+            # A writer thread sends while this one encodes and hashes: two cores, both busy.
+            with cur.copy(
+                sql.SQL("COPY events ({}) FROM STDIN (FORMAT BINARY)").format(
+                    sql.SQL(", ").join(map(sql.Identifier, _EVENT_COLUMNS))
+                ),
+                writer=QueuedLibpqWriter(cur),
+            ) as copy:
+                copy.set_types(_EVENT_TYPES)
+                for pending in batch:
+                    ev = pending.event
+                    sid = stream_id(ev.kind, ev.key)
+                    want = expected_next.get(sid, pending.expected_version)
+                    if pending.expected_version != want:
+                        raise ConcurrencyError(
+                            f"stream {sid}: event expects version {pending.expected_version}, "
+                            f"the batch already brings it to {want}"
+                        )
+                    version = want + 1
+                    expected_next[sid] = version
+                    position += 1
+                    etype, schema, data = event_type(ev), ev.schema_version, encode_event(ev, pending.record)
+                    previous = chain_hash(previous, position, sid, version, etype, schema, import_id, data)
+                    copy.write_row(
+                        (
+                            position,
+                            sid,
+                            version,
+                            etype,
+                            schema,
+                            _JSONB_V1 + to_jsonb(data),
+                            import_id,
+                            previous,
+                        )
+                    )
+                    first = streams.get(sid)
+                    base = first[2] if first else pending.expected_version
+                    streams[sid] = (
+                        ev.kind,
+                        ev.key,
+                        base,
+                        version,
+                        getattr(ev, "hash", None),
+                        pending.record,
+                        position,
+                    )
+        except psycopg.errors.UniqueViolation as exc:
+            raise _stale(exc) from None
+        _write_streams(cur, streams)
+        conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(position)))
+    return Appended(start.position + 1, position, Head(position, previous))
+
+
+_KEY_DETAIL = re.compile(r"=\((?P<sid>.*), (?P<version>\d+)\) already exists")
+
+
+def _stale(exc: psycopg.errors.UniqueViolation) -> ConcurrencyError:
+    """The log's unique (stream, version) turned a stale expected version into a clear error."""
+    m = _KEY_DETAIL.search(exc.diag.message_detail or "")
+    if m is None:
+        return ConcurrencyError(
+            f"stale append: {exc.diag.message_detail}; another writer got there first: run again"
+        )
+    version = int(m["version"])
+    return ConcurrencyError(
+        f"stale append: stream {m['sid']} expected at version {version - 1}, found {version} or later; "
+        "another writer got there first: run again"
+    )
+
+
+def _write_streams(
+    cur: psycopg.Cursor[Any], streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, int]]
+) -> None:
+    new = [(sid, *s) for sid, s in streams.items() if s[2] == 0]
+    old = [(sid, *s) for sid, s in streams.items() if s[2] != 0]
+    copy_streams = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)")
+    if new:
+        try:
+            with cur.copy(
+                copy_streams.format(
+                    sql.Identifier("streams"), sql.SQL(", ").join(map(sql.Identifier, _STREAM_COLUMNS))
+                )
+            ) as copy:
+                copy.set_types(_STREAM_TYPES)
+                for sid, kind, key, _base, version, digest, record, pos in new:
+                    copy.write_row((sid, kind, key, version, digest, record, record is None, pos))
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConcurrencyError(
+                f"a stream expected to be new already exists ({exc.diag.message_detail}); "
+                "another writer got there first: run again"
+            ) from None
+    if not old:
+        return
+    cur.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS pending_streams "
+        "(stream_id text, kind text, key text, expected int4, version int4, hash text, record bytea,"
+        " removed bool, last_position int8) ON COMMIT DROP"
+    )
+    cur.execute("TRUNCATE pending_streams")
+    with cur.copy(
+        "COPY pending_streams (stream_id, kind, key, expected, version, hash, record, removed, last_position)"
+        " FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["text", "text", "text", "int4", "int4", "text", "bytea", "bool", "int8"])
+        for sid, kind, key, base, version, digest, record, pos in old:
+            copy.write_row((sid, kind, key, base, version, digest, record, record is None, pos))
+    cur.execute(
+        "UPDATE streams s SET version = p.version, hash = p.hash, record = p.record, removed = p.removed,"
+        " last_position = p.last_position FROM pending_streams p"
+        " WHERE s.stream_id = p.stream_id AND s.version = p.expected"
+    )
+    if cur.rowcount != len(old):
+        stale = cur.execute(
+            "SELECT p.stream_id, p.expected, s.version FROM pending_streams p"
+            " LEFT JOIN streams s USING (stream_id) WHERE s.version IS DISTINCT FROM p.expected LIMIT 1"
+        ).fetchone()
+        detail = f"stream {stale[0]} expected at version {stale[1]}, found {stale[2]}" if stale else "unknown"
+        raise ConcurrencyError(f"stale append: {detail}; another writer got there first: run again")
+
+
+_SELECT = sql.SQL(
+    "SELECT global_position, stream_id, stream_version, event_type, schema_version, data::text, import_id,"
+    " recorded_at, chain_hash FROM events"
+    # data as text: parsed here, after undoing the NUL escape (store.nul)
+)
+
+
+def _stored(row: tuple[Any, ...]) -> StoredEvent:
+    return StoredEvent(
+        global_position=row[0],
+        stream_id=row[1],
+        stream_version=row[2],
+        event_type=row[3],
+        schema_version=row[4],
+        event=decode_event(row[3], row[4], from_jsonb(row[5].encode())),
+        import_id=row[6],
+        recorded_at=row[7],
+        chain_hash=bytes(row[8]),
+    )
+
+
+def read_from(
+    conn: psycopg.Connection[Any], after: int = 0, until: int | None = None, batch_size: int = 5000
+) -> Iterator[list[StoredEvent]]:
+    """Events after position `after` (up to `until`, inclusive), in order, in lists of `batch_size`."""
+    while True:
+        query = _SELECT + sql.SQL(" WHERE global_position > %s")
+        params: list[Any] = [after]
+        if until is not None:
+            query += sql.SQL(" AND global_position <= %s")
+            params.append(until)
+        query += sql.SQL(" ORDER BY global_position LIMIT %s")
+        params.append(batch_size)
+        rows = conn.execute(query, params).fetchall()
+        if not rows:
+            return
+        yield [_stored(r) for r in rows]
+        after = rows[-1][0]
+
+
+def read_stream(conn: psycopg.Connection[Any], kind: str, key: str) -> list[StoredEvent]:
+    """Every event of one entity, oldest first."""
+    rows = conn.execute(
+        _SELECT + sql.SQL(" WHERE stream_id = %s ORDER BY stream_version"), (stream_id(kind, key),)
+    ).fetchall()
+    return [_stored(r) for r in rows]
+
+
+def read_until_import(
+    conn: psycopg.Connection[Any], import_id: int, batch_size: int = 5000
+) -> Iterator[list[StoredEvent]]:
+    """Every event the log held once import `import_id` had committed."""
+    # Import ids are taken under the log lock, so they follow commit order.
+    row = conn.execute(
+        "SELECT max(global_position) FROM events WHERE import_id <= %s", (import_id,)
+    ).fetchone()
+    until = int(row[0]) if row and row[0] is not None else 0
+    if until:
+        yield from read_from(conn, 0, until, batch_size)
+
+
+def verify_chain(conn: psycopg.Connection[Any], batch_size: int = 10000) -> Head:
+    """Recompute the hash chain over the whole log; raise `ChainError` at the first row that differs."""
+    previous = GENESIS
+    expected_position = 0
+    after = 0
+    while True:
+        rows = conn.execute(
+            "SELECT global_position, stream_id, stream_version, event_type, schema_version, data::text, import_id,"
+            " chain_hash FROM events WHERE global_position > %s ORDER BY global_position LIMIT %s",
+            (after, batch_size),
+        ).fetchall()
+        if not rows:
+            return Head(expected_position, previous)
+        for pos, sid, version, etype, schema, data, import_id, stored in rows:
+            expected_position += 1
+            if pos != expected_position:
+                raise ChainError(
+                    expected_position, f"the log has a gap: position {expected_position} is missing"
+                )
+            previous = chain_hash(
+                previous,
+                pos,
+                sid,
+                version,
+                etype,
+                schema,
+                import_id,
+                canonical_bytes(decode(from_jsonb(data.encode()))),
+            )
+            if previous != bytes(stored):
+                raise ChainError(
+                    pos,
+                    f"the hash chain breaks at position {pos} (stream {sid}): "
+                    "that event or one before it was altered",
+                )
+        after = rows[-1][0]
+
+
+def check_head(conn: psycopg.Connection[Any], kept: Head) -> None:
+    """Fail unless the log still reaches a head kept outside the database (a cut tail shows here)."""
+    row = conn.execute(
+        "SELECT chain_hash FROM events WHERE global_position = %s", (kept.position,)
+    ).fetchone()
+    if row is None:
+        raise ChainError(
+            kept.position, f"the log no longer reaches position {kept.position}: its tail was cut"
+        )
+    if bytes(row[0]) != kept.chain_hash:
+        raise ChainError(
+            kept.position, f"position {kept.position} has another chain hash than the head you kept"
+        )
+
+
+class StreamHead(NamedTuple):
+    stream_id: str
+    kind: str
+    key: str
+    version: int
+    hash: str | None
+    record: bytes | None
+    removed: bool
+
+
+def stream_heads(conn: psycopg.Connection[Any], with_records: bool = False) -> Iterator[StreamHead]:
+    """Every stream's current state, streamed from the server (records only when asked: they are big)."""
+    record = "record" if with_records else "NULL::bytea"
+    with conn.cursor() as cur:
+        for row in cur.stream(f"SELECT stream_id, kind, key, version, hash, {record}, removed FROM streams"):
+            yield StreamHead(
+                row[0], row[1], row[2], row[3], row[4], None if row[5] is None else bytes(row[5]), row[6]
+            )

@@ -1,0 +1,121 @@
+"""Across processes only the holder of the advisory lock refreshes; never two refreshes at once."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import queue
+import threading
+from typing import Any
+
+import psycopg
+from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped]
+from structlog.testing import capture_logs
+
+import scheduler
+from store.connection import Database
+from tests.conftest import settings_for
+from tests.scheduler.data import advance, blocked_refresher, outcomes, populate, tables_locked, wait_until
+
+
+def _advisory_holders(conn: psycopg.Connection[Any]) -> list[int]:
+    rows = conn.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+        " AND classid::bigint = %s AND objid::bigint = %s",
+        (scheduler.REFRESH_LOCK_KEY >> 32, scheduler.REFRESH_LOCK_KEY & 0xFFFFFFFF),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _refreshed_at(conn: psycopg.Connection[Any], position: int) -> bool:
+    last = scheduler.last_refresh(conn)
+    return last is not None and last.source_position == position
+
+
+def test_the_job_skips_while_another_session_holds_the_lock(
+    db: Database, conn: psycopg.Connection[Any]
+) -> None:
+    populate(conn, 100)
+    advance(conn, 1)
+    with psycopg.connect(db.dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (scheduler.REFRESH_LOCK_KEY,))
+        other_pid = other.info.backend_pid
+        with capture_logs() as logs:
+            result = scheduler.refresh_job(db)
+        assert result == scheduler.RefreshResult("skipped", reason="another process is refreshing")
+        [skip] = [e for e in logs if e["event"] == "refresh_skipped"]
+        assert skip["reason"] == "another process is refreshing"
+        assert skip["holder_pid"] == other_pid
+        assert outcomes(conn) == []  # a skip is logged, not recorded
+        other.execute("SELECT pg_advisory_unlock(%s)", (scheduler.REFRESH_LOCK_KEY,))
+    result = scheduler.refresh_job(db)
+    assert result is not None and result.outcome == "ok"
+    assert outcomes(conn) == ["ok"]
+    assert _advisory_holders(conn) == []  # released after the refresh
+
+
+def test_two_schedulers_one_refreshes_the_other_skips(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    populate(conn, 1000)
+    advance(conn, 1)
+    db_a, db_b = Database(settings_for(dsn)), Database(settings_for(dsn))
+    results: dict[str, queue.Queue[scheduler.RefreshResult | None]] = {"a": queue.Queue(), "b": queue.Queue()}
+    scheds = {}
+    for name, db in (("a", db_a), ("b", db_b)):
+        # One long interval: only the immediate first tick runs during the test.
+        sched = scheduler.build_scheduler(db, interval_s=3600, misfire_grace_s=1, blocking=False)
+        sched.add_listener(lambda event, q=results[name]: q.put(event.retval), EVENT_JOB_EXECUTED)
+        scheds[name] = sched
+    try:
+        with tables_locked(dsn):
+            scheds["a"].start()
+            refresher = wait_until(lambda: blocked_refresher(conn), "scheduler A's REFRESH to wait on powers")
+            assert _advisory_holders(conn) == [refresher]
+            scheds["b"].start()
+            skipped = results["b"].get(timeout=30)
+            assert skipped is not None and skipped.outcome == "skipped"
+            assert results["a"].empty()  # A is still refreshing
+            assert _advisory_holders(conn) == [refresher]
+            assert outcomes(conn) == ["running"]
+            assert scheduler.status(conn)["refreshing_now"] is True
+        done = results["a"].get(timeout=30)
+    finally:
+        for sched in scheds.values():
+            sched.shutdown(wait=True)
+    assert done is not None and done.outcome == "ok"
+    assert outcomes(conn) == ["ok"]
+
+
+def test_never_two_refreshes_at_once(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    populate(conn, 2000)
+    dbs = [Database(settings_for(dsn)) for _ in range(2)]
+    scheds = [scheduler.build_scheduler(db, interval_s=0.02, misfire_grace_s=1, blocking=False) for db in dbs]
+    stop = threading.Event()
+    most_at_once = [0]
+
+    def watch() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            while not stop.is_set():
+                row = c.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state = 'active' AND query LIKE 'REFRESH MATERIALIZED VIEW%'"
+                ).fetchone()
+                most_at_once[0] = max(most_at_once[0], int(row[0]) if row else 0)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    for sched in scheds:
+        sched.start()
+    try:
+        for position in range(1, 9):
+            advance(conn, position)
+            wait_until(functools.partial(_refreshed_at, conn, position), f"a refresh at {position}")
+    finally:
+        for sched in scheds:
+            sched.shutdown(wait=True)
+        stop.set()
+        watcher.join()
+    rows = sorted(scheduler.history(conn, limit=100), key=lambda r: r.started_at)
+    assert len(rows) >= 8 and {r.outcome for r in rows} == {"ok"}
+    for earlier, later in itertools.pairwise(rows):
+        assert earlier.finished_at is not None and later.started_at >= earlier.finished_at
+    assert most_at_once[0] <= 1

@@ -1,0 +1,152 @@
+"""A refresh happens when the view is stale, nothing happens when it is fresh, and every refresh is recorded."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import psycopg
+from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped]
+
+import scheduler
+from scheduler.refresh import INTERRUPTED
+from store.connection import Database
+from tests.scheduler.data import advance, change_one_percent, outcomes, populate
+
+
+def test_fresh_database_is_not_stale_and_the_job_does_nothing(
+    db: Database, conn: psycopg.Connection[Any]
+) -> None:
+    assert scheduler.source_position(conn) == 0
+    assert not scheduler.is_stale(conn)
+    assert scheduler.refresh_job(db) == scheduler.RefreshResult("fresh", reason="the view is up to date")
+    assert outcomes(conn) == []
+    assert scheduler.last_refresh(conn) is None
+
+
+def test_refreshes_when_stale_then_does_nothing_until_the_source_moves(
+    db: Database, conn: psycopg.Connection[Any]
+) -> None:
+    populate(conn, 300)
+    advance(conn, 5)
+    assert scheduler.source_position(conn) == 5
+    assert scheduler.is_stale(conn)
+
+    result = scheduler.refresh_job(db)
+    assert result is not None
+    assert (result.outcome, result.mode, result.rows, result.source_position) == (
+        "ok",
+        "concurrently",
+        300,
+        5,
+    )
+    [row] = scheduler.history(conn)
+    assert (row.outcome, row.mode, row.rows, row.source_position, row.error) == (
+        "ok",
+        "concurrently",
+        300,
+        5,
+        None,
+    )
+    assert row.finished_at is not None and row.finished_at >= row.started_at
+    assert row.duration_ms is not None and row.duration_ms > 0
+    assert scheduler.last_refresh(conn) == row
+    assert conn.execute("SELECT count(*) FROM power_build_summary").fetchone() == (300,)
+    assert not scheduler.is_stale(conn)
+
+    assert scheduler.refresh_job(db) == scheduler.RefreshResult("fresh", reason="the view is up to date")
+    assert outcomes(conn) == ["ok"]
+
+    change_one_percent(conn)
+    advance(conn, 6)
+    result = scheduler.refresh_job(db)
+    assert result is not None and (result.outcome, result.source_position) == ("ok", 6)
+    assert outcomes(conn) == ["ok", "ok"]
+    assert conn.execute("SELECT sum(accuracy) FROM power_build_summary").fetchone() == (303.0,)
+
+
+def test_a_manual_refresh_runs_even_when_fresh(db: Database, conn: psycopg.Connection[Any]) -> None:
+    assert scheduler.refresh(db).outcome == "ok"
+    assert scheduler.refresh(db, concurrently=False).mode == "plain"
+    assert [(r.outcome, r.mode) for r in reversed(scheduler.history(conn))] == [
+        ("ok", "concurrently"),
+        ("ok", "plain"),
+    ]
+
+
+def test_background_scheduler_refreshes_once_and_then_ticks_without_refreshing(
+    db: Database, conn: psycopg.Connection[Any]
+) -> None:
+    populate(conn, 200)
+    advance(conn, 3)
+    results: queue.Queue[scheduler.RefreshResult | None] = queue.Queue()
+    sched = scheduler.build_scheduler(db, interval_s=0.05, misfire_grace_s=1, blocking=False)
+    sched.add_listener(lambda event: results.put(event.retval), EVENT_JOB_EXECUTED)
+    sched.start()
+    try:
+        seen = [results.get(timeout=30) for _ in range(4)]
+    finally:
+        sched.shutdown(wait=True)
+    assert seen[0] is not None and seen[0].outcome == "ok"
+    assert [r.outcome for r in seen[1:] if r is not None] == ["fresh"] * 3
+    assert outcomes(conn) == ["ok"]
+
+
+def test_a_view_without_data_is_stale_and_refreshed_plainly(
+    db: Database, conn: psycopg.Connection[Any]
+) -> None:
+    populate(conn, 100)
+    conn.execute("REFRESH MATERIALIZED VIEW power_build_summary WITH NO DATA")
+    assert not scheduler.is_populated(conn)
+    assert scheduler.is_stale(conn)  # even at source position 0
+    assert scheduler.status(conn)["stale"] is True
+
+    result = scheduler.refresh(db, if_stale=True)
+    assert (result.outcome, result.mode, result.rows) == ("ok", "plain", 100)
+    assert scheduler.is_populated(conn)
+    assert not scheduler.is_stale(conn)
+
+
+def test_a_row_left_running_is_marked_interrupted_by_the_next_refresh(
+    db: Database, conn: psycopg.Connection[Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO view_refreshes (view_name, started_at, outcome, mode)"
+        " VALUES ('power_build_summary', now(), 'running', 'concurrently')"
+    )
+    assert scheduler.refresh(db).outcome == "ok"
+    old, new = reversed(scheduler.history(conn))
+    assert (old.outcome, old.error) == ("failed", INTERRUPTED)
+    assert new.outcome == "ok"
+
+
+def test_status_figures(db: Database, conn: psycopg.Connection[Any]) -> None:
+    st = scheduler.status(conn)
+    assert st["last_refresh_at"] is None and st["refreshed_position"] is None
+    assert (st["stale"], st["failures"], st["refreshing_now"]) == (False, 0, False)
+
+    populate(conn, 50)
+    advance(conn, 7)
+    scheduler.refresh(db)
+    conn.execute(
+        "INSERT INTO view_refreshes (view_name, started_at, finished_at, outcome, mode, error)"
+        " VALUES ('power_build_summary', now(), now(), 'failed', 'concurrently', 'boom')"
+    )
+    advance(conn, 8)
+    st = scheduler.status(conn)
+    assert st["source_position"] == 8
+    assert st["refreshed_position"] == 7
+    assert st["stale"] is True
+    assert st["last_refresh_rows"] == 50
+    assert st["last_refresh_mode"] == "concurrently"
+    assert st["last_refresh_at"] is not None and st["last_refresh_duration_ms"] > 0
+    assert (st["failures"], st["failures_since_last_ok"], st["last_error"]) == (1, 1, "boom")
+
+    scheduler.refresh(db)
+    st = scheduler.status(conn)
+    assert (st["stale"], st["failures"], st["failures_since_last_ok"], st["last_error"]) == (
+        False,
+        1,
+        0,
+        None,
+    )
