@@ -9,8 +9,8 @@ from rich.console import Console
 from store.connection import Database
 from store.settings import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @cache

@@ -11,9 +11,8 @@ from rich.table import Table
 
 from cli.context import console, err_console, migrated_database
 from importer.diff import KINDS, OUTCOMES
-from importer.run import ImportResult
+from importer.run import ImportResult, run_import
 from importer.run import Progress as ImportProgress
-from importer.run import run_import
 
 
 def summary_table(result: ImportResult) -> Table:
@@ -30,11 +29,18 @@ def summary_table(result: ImportResult) -> Table:
 
 def import_command(
     path: Annotated[
-        Path, typer.Argument(help="The export: a directory, .zip or .tar.gz holding I12.json, EnhDB.json and db/.")
+        Path,
+        typer.Argument(help="The export: a directory, .zip or .tar.gz holding I12.json, EnhDB.json and db/."),
     ],
-    label: Annotated[str | None, typer.Option(help="A name for this import, shown by history and status.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Treat a duplicate key as an error, not a warning.")] = False,
+    label: Annotated[
+        str | None, typer.Option(help="A name for this import, shown by history and status.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Treat a duplicate key as an error, not a warning.")
+    ] = False,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Fail at once if another import is running, instead of waiting.")
     ] = False,
@@ -78,7 +84,13 @@ def import_command(
         bar.start()
     try:
         result = run_import(
-            db, path, label=label, dry_run=dry_run, strict=strict, wait=not no_wait, on_progress=progress,
+            db,
+            path,
+            label=label,
+            dry_run=dry_run,
+            strict=strict,
+            wait=not no_wait,
+            on_progress=progress,
             on_wait=waiting,
         )
     finally:
@@ -86,7 +98,9 @@ def import_command(
             bar.stop()
     console.print(summary_table(result))
     for w in result.warnings:
-        err_console.print(f"warning: duplicate {w['kind']} key {w['key']!r}: kept {w['first']}, skipped {w['second']}")
+        err_console.print(
+            f"warning: duplicate {w['kind']} key {w['key']!r}: kept {w['first']}, skipped {w['second']}"
+        )
     header = result.header
     release = f"{header.version} ({header.date}, issue {header.issue})" if header else "?"
     if result.dry_run:

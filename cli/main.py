@@ -10,8 +10,8 @@ import typer
 from rich.text import Text
 
 from cli import db, demo
-from cli.importing import import_command
 from cli.context import err_console
+from cli.importing import import_command
 from cli.logs import configure, redact_text
 from events.errors import PowerlogError
 
@@ -53,7 +53,9 @@ def run() -> None:
     except psycopg.Error as exc:
         # Unexpected at this level (expected failures are PowerlogErrors), but still one line, no traceback.
         detail = " ".join(str(exc).split())
-        err_console.print(Text.assemble(("database error: ", "bold red"), redact_text(detail)), highlight=False)
+        err_console.print(
+            Text.assemble(("database error: ", "bold red"), redact_text(detail)), highlight=False
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -53,8 +53,9 @@ def run(
 ) -> None:
     """Run the refresh scheduler in the foreground; SIGTERM or Ctrl-C stop it after the running refresh.
 
-    Several schedulers may run against one database (e.g. one per host): only the one holding the
-    refresh lock refreshes, the others log that they skipped. Every refresh is recorded in view_refreshes.
+    Schedulers on several hosts may share a database: only the lock holder refreshes, the others skip.
+
+    Every refresh is recorded in view_refreshes (see `powerlog scheduler status`).
     """
     interval_s = interval if interval is not None else settings().refresh_interval_s
     grace_s = misfire_grace if misfire_grace is not None else interval_s

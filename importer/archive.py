@@ -249,10 +249,11 @@ class ZipExport(Export):
         except BaseException:
             self._zip.close()
             raise
+        self._sizes = {rel: info.file_size for rel, info in self._members.items()}
 
     @property
     def files(self) -> Mapping[str, int]:
-        return {rel: info.file_size for rel, info in self._members.items()}
+        return self._sizes
 
     @property
     def dirs(self) -> frozenset[str]:
@@ -360,7 +361,7 @@ def _extract_members(path: Path, name: str, dest: Path, limits: ReadLimits) -> N
                 rel = member_path(member.name, name)
                 if rel is None:
                     continue
-                if rel in seen:
+                if rel in seen and not member.isdir():
                     raise ImportInputError(member.name, f"in {name}", "member names that appear once")
                 seen.add(rel)
                 target = dest / rel

@@ -63,7 +63,9 @@ class Differ:
         out = []
         for kind, key, record, data, digest, head in self._changed:
             old = msgspec.json.decode(previous[head.stream_id])
-            ev = EntityChanged(kind=kind, key=key, patch=diff(old, record), previous_hash=head.hash or "", hash=digest)
+            ev = EntityChanged(
+                kind=kind, key=key, patch=diff(old, record), previous_hash=head.hash or "", hash=digest
+            )
             out.append(Pending(ev, head.version, data))
         self._changed.clear()
         return out
@@ -77,7 +79,11 @@ class Differ:
                 continue
             self.counts[head.kind]["removed"] += 1
             out.append(
-                Pending(EntityRemoved(kind=head.kind, key=head.key, previous_hash=head.hash or ""), head.version, None)
+                Pending(
+                    EntityRemoved(kind=head.kind, key=head.key, previous_hash=head.hash or ""),
+                    head.version,
+                    None,
+                )
             )
         return out
 

@@ -469,7 +469,8 @@ def _utf8_error(rel: str, line: int, column: int, at: int, reason: str) -> Impor
 
 
 def _syntax(rel: str, text: str, exc: json.JSONDecodeError) -> ImportInputError:
-    if exc.pos >= len(text.rstrip()):
+    # The decoder says "Unterminated string" only when a string runs to the end of the text.
+    if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
         expected = "complete JSON; the file ends too early (truncated?)"
     else:
         expected = f"valid JSON ({exc.msg})"

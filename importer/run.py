@@ -172,7 +172,9 @@ def _run(
                 if result.appended is None:
                     result.appended = appended
                 else:
-                    result.appended = log.Appended(result.appended.first_position, appended.last_position, appended.head)
+                    result.appended = log.Appended(
+                        result.appended.first_position, appended.last_position, appended.head
+                    )
             _fault("after_batch", batches)
 
         for rec in reader:

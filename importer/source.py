@@ -10,7 +10,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 import structlog
 
-from importer.archive import Export, open_export
+from importer.archive import MARKER_FILE, Export, open_export
 from importer.errors import ImportInputError
 from importer.jsonread import ParsedFile, json_path, json_type, parse_file
 from importer.limits import DEFAULT_LIMITS, ReadLimits
@@ -18,7 +18,7 @@ from importer.limits import DEFAULT_LIMITS, ReadLimits
 Kind = Literal["archetype", "powerset", "power", "enhancement", "enhancement_set"]
 KINDS: Final[tuple[Kind, ...]] = ("archetype", "powerset", "power", "enhancement", "enhancement_set")
 
-ARCHETYPES_FILE: Final = "I12.json"
+ARCHETYPES_FILE: Final = MARKER_FILE
 ENHANCEMENTS_FILE: Final = "EnhDB.json"
 POWERSETS_DIR: Final = "db"
 # Lookup notes, not entities: read only so that the export's content hash covers them.
@@ -111,7 +111,7 @@ class ExportReader:
         self.duplicates: dict[Kind, int] = dict.fromkeys(KINDS, 0)
         self._export = export
         self._files = self._layout(export)
-        # Per kind, key -> where it was first read, packed as file number and index to stay small.
+        # Per kind, key -> where it was first read, as (file number, index): small, unlike location strings.
         self._seen: dict[Kind, dict[str, tuple[int, int]]] = {kind: {} for kind in KINDS}
         self._started = False
         self._complete = False

@@ -39,10 +39,11 @@ _EVENT_COLUMNS = (
     "data",
     "import_id",
     "chain_hash",
+    "data_escaped",
 )
 # jsonb's binary input is a version byte (1) then the JSON text: the payload is already canonical JSON,
 # so it goes over as bytes, without a second encoding through psycopg's Jsonb dumper.
-_EVENT_TYPES = ("int8", "text", "int4", "text", "int4", "bytea", "int8", "bytea")
+_EVENT_TYPES = ("int8", "text", "int4", "text", "int4", "bytea", "int8", "bytea", "bool")
 _JSONB_V1 = b"\x01"
 _STREAM_COLUMNS = ("stream_id", "kind", "key", "version", "hash", "record", "removed", "last_position")
 _STREAM_TYPES = ("text", "text", "text", "int4", "text", "bytea", "bool", "int8")
@@ -176,6 +177,7 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
                     position += 1
                     etype, schema, data = event_type(ev), ev.schema_version, encode_event(ev, pending.record)
                     previous = chain_hash(previous, position, sid, version, etype, schema, import_id, data)
+                    stored = to_jsonb(data)
                     copy.write_row(
                         (
                             position,
@@ -183,9 +185,10 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
                             version,
                             etype,
                             schema,
-                            _JSONB_V1 + to_jsonb(data),
+                            _JSONB_V1 + stored,
                             import_id,
                             previous,
+                            stored is not data,
                         )
                     )
                     first = streams.get(sid)

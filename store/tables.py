@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -55,6 +56,8 @@ events = Table(
     Column("import_id", BigInteger, ForeignKey("imports.id"), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("chain_hash", LargeBinary, nullable=False),
+    # Whether `data` had U+0000 escaped (store/nul.py): outside the chain, it describes the encoding only.
+    Column("data_escaped", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
     CheckConstraint("global_position > 0", name="events_position_positive"),
     CheckConstraint("stream_version > 0", name="events_stream_version_positive"),

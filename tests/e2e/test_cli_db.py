@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from store import schema
 from tests.e2e.cli import powerlog
 
 
 def test_db_upgrade_then_status_json(empty_dsn: str) -> None:
     up = powerlog("db", "upgrade", env={"DATABASE_URL": empty_dsn})
     assert up.returncode == 0, up.stderr
-    assert "schema at revision 0001" in up.stdout
+    assert f"schema at revision {schema.head_revision()}" in up.stdout
     st = powerlog("db", "status", "--json", env={"DATABASE_URL": empty_dsn})
     assert st.returncode == 0, st.stderr
     status = json.loads(st.stdout)
-    assert status["current_revision"] == status["head_revision"] == "0001"
+    assert status["current_revision"] == status["head_revision"] == schema.head_revision()
     assert status["up_to_date"] is True
     assert status["pg_trgm_installed"] is True
     assert status["embedded"] is False

@@ -207,6 +207,6 @@ def test_fold_catches_a_type_only_change() -> None:
 def test_encode_event_with_record_bytes_equals_the_canonical_form() -> None:
     from events import EntityAdded, canonical_bytes, content_hash, encode_event
 
-    for record in ({"a": 1.0e-6, "b": [None, 2.5e16], "s": "é\u0000\n\"\\"}, {}, {"x": {"y": [1, True, 0.1]}}):
+    for record in ({"a": 1.0e-6, "b": [None, 2.5e16], "s": 'é\u0000\n"\\'}, {}, {"x": {"y": [1, True, 0.1]}}):
         ev = EntityAdded(kind="power", key="K\u2028é3e4", record=record, hash=content_hash(record))
         assert encode_event(ev, canonical_bytes(record)) == canonical_bytes(ev) == encode_event(ev)

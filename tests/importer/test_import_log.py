@@ -49,7 +49,10 @@ def test_first_release_into_an_empty_log_adds_every_unique_key(imported: Any) ->
     unique = EXPECTED["releases"]["mids-20.1224"]["unique_keys"]
     assert {k: first.counts[k]["added"] for k in KINDS} == unique
     assert all(first.counts[k]["changed"] == first.counts[k]["removed"] == 0 for k in KINDS)
-    assert first.appended is not None and (first.appended.first_position, first.appended.last_position) == (1, 4959)
+    assert first.appended is not None and (first.appended.first_position, first.appended.last_position) == (
+        1,
+        4959,
+    )
     assert first.warnings == [
         {
             "event": "duplicate_key",
@@ -74,16 +77,23 @@ def test_second_release_gives_the_design_diff(imported: Any) -> None:
 def test_reimport_appends_nothing(imported: Any) -> None:
     db, (_, second, third), _ = imported
     assert third.no_changes and third.appended is None
-    assert {k: third.counts[k]["unchanged"] for k in KINDS} == EXPECTED["releases"]["mids-21.0331"]["unique_keys"]
+    assert {k: third.counts[k]["unchanged"] for k in KINDS} == EXPECTED["releases"]["mids-21.0331"][
+        "unique_keys"
+    ]
     assert third.head == second.head
     with db.connect() as conn:
-        rows = conn.execute("SELECT id, status, label, first_position, last_position FROM imports ORDER BY id").fetchall()
+        rows = conn.execute(
+            "SELECT id, status, label, first_position, last_position FROM imports ORDER BY id"
+        ).fetchall()
         assert [r[1:] for r in rows] == [
             ("completed", "20.1224", 1, 4959),
             ("completed", "21.0331", 4960, 8218),
             ("completed", "21.0331 again", None, None),
         ]
-        row = conn.execute("SELECT source_version, source_issue, head_chain_hash FROM imports WHERE id = %s", (second.import_id,)).fetchone()
+        row = conn.execute(
+            "SELECT source_version, source_issue, head_chain_hash FROM imports WHERE id = %s",
+            (second.import_id,),
+        ).fetchone()
         assert row == ("21.0331", 27, str(second.head))
 
 

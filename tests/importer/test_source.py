@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from importer import KINDS, ReadLimits, SourceRecord, read_export
+from importer import KINDS, ReadLimits, SourceRecord, open_export, read_export
+from importer.jsonread import parse_file
 from tests.importer.helpers import (
     FIRE_BLAST,
     REAL_DATA,
@@ -97,7 +99,9 @@ def _canonical(record: Any) -> str:
 
 
 def test_real_diff_between_releases_matches_expected() -> None:
-    old, new = ({(r.kind, r.key): _canonical(r.record) for r in read_all(REAL_DATA / name)} for name in RELEASES)
+    old, new = (
+        {(r.kind, r.key): _canonical(r.record) for r in read_all(REAL_DATA / name)} for name in RELEASES
+    )
     for kind in KINDS:
         a = {k: v for k, v in old.items() if k[0] == kind}
         b = {k: v for k, v in new.items() if k[0] == kind}
@@ -141,12 +145,19 @@ def test_sample_counts_and_records_are_the_source_objects(release: str) -> None:
 
 
 def test_sample_diff_matches_sample_expected() -> None:
-    old, new = ({(r.kind, r.key): _canonical(r.record) for r in read_all(SAMPLES / name)} for name in RELEASES)
+    old, new = (
+        {(r.kind, r.key): _canonical(r.record) for r in read_all(SAMPLES / name)} for name in RELEASES
+    )
     for kind in KINDS:
         a = {k for k in old if k[0] == kind}
         b = {k for k in new if k[0] == kind}
         changed = sum(1 for k in a & b if old[k] != new[k])
-        got = {"added": len(b - a), "removed": len(a - b), "changed": changed, "unchanged": len(a & b) - changed}
+        got = {
+            "added": len(b - a),
+            "removed": len(a - b),
+            "changed": changed,
+            "unchanged": len(a & b) - changed,
+        }
         assert got == SAMPLE_EXPECTED["diff"][kind], kind
 
 
@@ -298,3 +309,30 @@ def test_a_reader_is_read_once_and_closes_at_the_end(sample: Path) -> None:
 def test_small_files_whole_and_big_ones_streamed_in_one_export(sample: Path) -> None:
     limits = ReadLimits(whole_parse_max_bytes=30_000)
     assert read_all(sample, limits) == read_all(sample)
+
+
+def test_streaming_holds_one_item_not_the_whole_file(sample: Path) -> None:
+    path = sample / FIRE_BLAST
+    document = load(path)
+    flares = document["Powers"][0]
+    document["Powers"] = [{**flares, "FullName": f"{document['FullName']}.Copy{i}"} for i in range(150)]
+    dump(document, path)
+    peaks = []
+    for limits in (ReadLimits(), STREAMING):
+        with open_export(sample, limits) as export:
+            tracemalloc.start()
+            try:
+                count = sum(1 for _ in parse_file(export, FIRE_BLAST, ("Powers",), limits).items)
+                peaks.append(tracemalloc.get_traced_memory()[1])
+            finally:
+                tracemalloc.stop()
+        assert count == 150
+    whole, streamed = peaks
+    assert streamed < whole / 10, peaks
+
+
+def test_read_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_depth"):
+        ReadLimits(max_depth=0)
+    with pytest.raises(ValueError, match="whole_parse_max_bytes"):
+        ReadLimits(whole_parse_max_bytes=1.5)  # type: ignore[arg-type]

@@ -216,7 +216,14 @@ def test_commit_notifies_listeners(dsn: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["plain", "ends in NUL\u0000", "\u0000", "mark \ue000 alone", "mark then zero \ue0000", "both \ue000\u0000\\u0000 \\\u0000"],
+    [
+        "plain",
+        "ends in NUL\u0000",
+        "\u0000",
+        "mark \ue000 alone",
+        "mark then zero \ue0000",
+        "both \ue000\u0000\\u0000 \\\u0000",
+    ],
 )
 def test_nul_characters_survive_the_log(dsn: str, conn: psycopg.Connection[Any], text: str) -> None:
     """jsonb refuses U+0000; real exports hold it, so the log escapes it and gives it back exactly."""

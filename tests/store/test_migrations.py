@@ -35,7 +35,7 @@ def test_upgrade_empty_database_then_again_is_a_no_op(empty_dsn: str) -> None:
     assert {"events", "streams", "imports", "power_build_summary", *READ_TABLES} <= first
     schema.upgrade(db)
     st = schema.status(db)
-    assert st.current_revision == st.head_revision == "0001"
+    assert st.current_revision == st.head_revision == schema.head_revision()
     assert st.up_to_date and st.pg_trgm_installed
     assert _tables(empty_dsn) == first
 
@@ -135,3 +135,18 @@ def test_reader_role_cannot_write(conn: psycopg.Connection[Any], statement: str)
     conn.execute("SET ROLE powerlog_reader")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute(statement)
+
+
+def test_upgrade_from_0001_keeps_existing_events(empty_dsn: str) -> None:
+    """A migration must upgrade a database with data in it, not only an empty one."""
+    db = Database(settings_for(empty_dsn))
+    schema.upgrade(db, "0001")
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        _insert_event(c)
+    schema.upgrade(db)
+    with psycopg.connect(empty_dsn) as c:
+        assert c.execute("SELECT global_position, data_escaped FROM events").fetchall() == [(1, False)]
+        assert c.execute("SELECT powerlog_int('12.7'::jsonb), powerlog_text('3'::jsonb)").fetchone() == (12, None)
+    schema.downgrade(db, "0001")
+    with psycopg.connect(empty_dsn) as c:
+        assert c.execute("SELECT count(*) FROM events").fetchone() == (1,)

@@ -1,0 +1,279 @@
+"""Refreshing power_build_summary: plain vs CONCURRENTLY, and what a reader sees meanwhile, same server, same run.
+
+    .venv/bin/python bench/refresh.py [--sizes 3000,30000,300000] [--row-bytes 500]
+                                      [--min-refresh-seconds 2] [--min-gap-seconds 0.3] [--max-refreshes 20]
+                                      [--read-interval-ms 1]
+
+For each size: a fresh database holding that many powers (written straight into the read tables with
+generate_series: 50 archetypes, powers/100 powersets, rows of about --row-bytes), the view populated. Then
+a reader thread on its own connection does point reads by the view's unique key (`WHERE id = %s`, one
+every --read-interval-ms) while the benchmark repeats, for each mode (plain, then CONCURRENTLY):
+
+- change 1 % of the powers (a different 1 % each time) and move the source checkpoint;
+- idle gap: no refresh, as long as the previous refresh (at least --min-gap-seconds): the baseline,
+  interleaved with the refreshes so that load from outside the benchmark hits both alike;
+- `scheduler.refresh(db, concurrently=...)`;
+
+until the mode has had at least 3 refreshes and --min-refresh-seconds of refreshing (or --max-refreshes).
+Reader latencies are those of the reads that overlapped a refresh, each timed from when it was due, so
+reads queued behind a stalled one count their wait. Target: during CONCURRENTLY refreshes, reader
+p99 <= 2 x idle p99. Uses DATABASE_URL when set, else a throwaway embedded PostgreSQL.
+Writes bench/results/refresh.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import statistics
+import sys
+import threading
+import time
+from typing import Any
+
+import psycopg
+import structlog
+from common import fresh_database, peak_rss_mb, server, server_version, write_results
+
+import scheduler
+from store.connection import Database
+
+TARGET_RATIO = 2.0
+
+
+def populate(db: Database, powers: int, row_bytes: int) -> None:
+    """Archetypes, powersets and powers written directly, every source checkpoint at position 1."""
+    sets = max(1, powers // 100)
+    pad = max(0, row_bytes - 250)  # the other columns and the effects take about 250 bytes
+    with db.connect(autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO archetypes (id, class_name, display_name, data)"
+            " SELECT g, 'Class_' || g, 'Archetype ' || g, '{}' FROM generate_series(1, 50) g"
+        )
+        conn.execute(
+            "INSERT INTO powersets (id, full_name, display_name, archetype_id, data)"
+            " SELECT g, 'Group.Set_' || g, 'Set ' || g, CASE WHEN g %% 10 = 0 THEN NULL ELSE 1 + g %% 50 END,"
+            " '{}' FROM generate_series(1, %s) g",
+            (sets,),
+        )
+        conn.execute(
+            "INSERT INTO powers (id, full_name, display_name, powerset_id, level_available, accuracy,"
+            " damage_scale, endurance_cost, recharge_time, cast_time, range, effects, effect_groups, data)"
+            " SELECT g, 'Group.Set_' || (1 + g %% %(sets)s) || '.Power_' || g, 'Power ' || g,"
+            " 1 + g %% %(sets)s, 1 + g %% 50, 1.0, 0.5, 5.2, 10.0, 1.1, 80.0,"
+            ' \'[{"EffectId": "Damage", "EffectType": 3, "Scale": 0.5, "Aspect": 2, "ToWho": 1}]\','
+            " '{\"Damage\": 1}', jsonb_build_object('FullName', 'Power_' || g, 'Desc', repeat('x', %(pad)s))"
+            " FROM generate_series(1, %(powers)s) g",
+            {"sets": sets, "powers": powers, "pad": pad},
+        )
+        conn.execute(
+            "INSERT INTO projection_checkpoints (projector, position)"
+            " SELECT unnest(%s::text[]), 1 ON CONFLICT (projector) DO UPDATE SET position = 1",
+            (list(scheduler.SOURCE_PROJECTORS),),
+        )
+        conn.execute("VACUUM ANALYZE archetypes, powersets, powers")
+    result = scheduler.refresh(db, concurrently=False)
+    assert result.outcome == "ok" and result.rows == powers, result
+    with db.connect(autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE power_build_summary")
+
+
+def change_one_percent(db: Database, step: int) -> None:
+    """Change a different 1 % of the powers each step and move the checkpoint, as a projection would."""
+    with db.connect(autocommit=True) as conn:
+        conn.execute("UPDATE powers SET accuracy = accuracy + 1 WHERE id %% 100 = %s", (step % 100,))
+        conn.execute("UPDATE projection_checkpoints SET position = position + 1 WHERE projector = 'powers'")
+
+
+class Reader(threading.Thread):
+    """Point reads by unique key on its own connection, on a fixed schedule, each timed from when it was due.
+
+    Timing from the due time rather than the send time counts the reads a stalled reader could not even
+    send (as a steady stream of API requests would queue): otherwise a 2 s stall would be one slow read.
+    """
+
+    def __init__(self, db: Database, powers: int, interval_s: float) -> None:
+        super().__init__(daemon=True)
+        self.conn = db.connect(autocommit=True)
+        self.powers = powers
+        self.interval_s = interval_s
+        self.reads: list[tuple[float, float, float]] = []  # (due, sent, done)
+        self.stop = threading.Event()
+        self.warm = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        due = time.perf_counter()
+        with self.conn:
+            while not self.stop.is_set():
+                ahead = due - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+                key = rng.randint(1, self.powers)
+                sent = time.perf_counter()
+                row = self.conn.execute(
+                    "SELECT id, display_name, powerset_name, archetype_name, accuracy"
+                    " FROM power_build_summary WHERE id = %s",
+                    (key,),
+                ).fetchone()
+                done = time.perf_counter()
+                assert row is not None and row[0] == key
+                self.reads.append((due, sent, done))
+                if len(self.reads) == 200:  # past the statement's auto-prepare and a warm cache
+                    self.warm.set()
+                due += self.interval_s
+
+    def latencies_ms(self, windows: list[tuple[float, float]], from_due: bool = True) -> list[float]:
+        """Latencies of the reads overlapping any of the windows, from their due (or send) time."""
+        return [
+            (done - (due if from_due else sent)) * 1000
+            for due, sent, done in self.reads
+            if any(due < w_end and done > w_start for w_start, w_end in windows)
+        ]
+
+
+def summary(latencies: list[float]) -> dict[str, Any]:
+    if not latencies:
+        return {"reads": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+    return {
+        "reads": len(ordered),
+        "p50_ms": round(pct(50), 3),
+        "p99_ms": round(pct(99), 3),
+        "max_ms": round(ordered[-1], 3),
+    }
+
+
+def _row(reader: Reader, powers: int, phase: str, windows: list[tuple[float, float]]) -> dict[str, Any]:
+    service = summary(reader.latencies_ms(windows, from_due=False))
+    return {
+        "powers": powers,
+        "phase": phase,
+        **summary(reader.latencies_ms(windows)),
+        "max_single_read_ms": service["max_ms"],
+        "service_p99_ms": service["p99_ms"],
+    }
+
+
+def measure_size(db: Database, powers: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    start = time.perf_counter()
+    populate(db, powers, args.row_bytes)
+    print(f"{powers:,} powers populated in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    reader = Reader(db, powers, args.read_interval_ms / 1000)
+    reader.start()
+    rows: list[dict[str, Any]] = []
+    idle_windows: list[tuple[float, float]] = []
+    step = 0
+    try:
+        reader.warm.wait(60)
+        for mode in ("plain", "concurrently"):
+            windows: list[tuple[float, float]] = []
+            seconds: list[float] = []
+            while len(seconds) < 3 or (
+                sum(seconds) < args.min_refresh_seconds and len(seconds) < args.max_refreshes
+            ):
+                step += 1
+                change_one_percent(db, step)
+                # The idle baseline interleaves with the refreshes, so load from outside hits both alike.
+                gap_start = time.perf_counter()
+                time.sleep(max(args.min_gap_seconds, seconds[-1] if seconds else 0))
+                idle_windows.append((gap_start, time.perf_counter()))
+                w_start = time.perf_counter()
+                result = scheduler.refresh(db, concurrently=mode == "concurrently")
+                windows.append((w_start, time.perf_counter()))
+                assert result.outcome == "ok" and result.mode == mode, result
+                seconds.append((result.duration_ms or 0) / 1000)
+            rows.append(
+                {
+                    **_row(reader, powers, mode, windows),
+                    "refreshes": len(seconds),
+                    "refresh_s": round(statistics.median(seconds), 3),
+                    "refresh_s_all": [round(s, 3) for s in seconds],
+                }
+            )
+        rows.insert(0, {**_row(reader, powers, "idle", idle_windows), "refreshes": 0, "refresh_s": None})
+    finally:
+        reader.stop.set()
+        reader.join()
+    idle_p99 = rows[0]["p99_ms"]
+    for row in rows:
+        row["p99_vs_idle"] = round(row["p99_ms"] / idle_p99, 2) if row["p99_ms"] and idle_p99 else None
+        row["peak_rss_mb"] = round(peak_rss_mb())
+        print(row, file=sys.stderr)
+    return rows
+
+
+def markdown(version: str, args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Refresh benchmark (`bench/refresh.py`)",
+        "",
+        f"PostgreSQL {version}; power rows of about {args.row_bytes} bytes; before each refresh 1 % of the powers",
+        "change. Refresh s = median time of the REFRESH statement over the phase's refreshes (`scheduler.refresh`).",
+        f"Reader: point reads by unique key on `power_build_summary`, one due every {args.read_interval_ms} ms, from",
+        "another connection in a thread, each timed from when it was due (a read that could not be sent because",
+        "the previous one was stalled counts its wait); a phase's reads are those that overlapped its refreshes.",
+        "Idle: the reads in the gaps before each refresh (no refresh running), interleaved with the refreshes.",
+        f"Target: during CONCURRENTLY refreshes reader p99 <= {TARGET_RATIO:g} x idle p99.",
+        "",
+        "| powers | phase | refreshes | refresh s | reads | p50 ms | p99 ms | max ms | p99 / idle p99 | longest read ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        refresh_s = "—" if r["refresh_s"] is None else f"{r['refresh_s']:.3f}"
+        lines.append(
+            f"| {r['powers']:,} | {r['phase']} | {r['refreshes']} | {refresh_s} | {r['reads']:,} | "
+            f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['p99_vs_idle']} | {r['max_single_read_ms']} |"
+        )
+    missed = [
+        f"{r['powers']:,}"
+        for r in rows
+        if r["phase"] == "concurrently"
+        and not (r["p99_vs_idle"] is not None and r["p99_vs_idle"] <= TARGET_RATIO)
+    ]
+    verdict = f"Target NOT met at {', '.join(missed)} powers." if missed else "Target met at every size."
+    lines += [
+        "",
+        f"{verdict} Peak RSS of the benchmark process: {max(r['peak_rss_mb'] for r in rows)} MB.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="3000,30000,300000", help="comma-separated power counts")
+    parser.add_argument("--row-bytes", type=int, default=500, help="approximate size of a power row")
+    parser.add_argument(
+        "--min-gap-seconds", type=float, default=0.3, help="shortest idle gap before each refresh"
+    )
+    parser.add_argument("--max-refreshes", type=int, default=20, help="most refreshes per mode and size")
+    parser.add_argument("--min-refresh-seconds", type=float, default=2.0, help="refresh time per phase")
+    parser.add_argument("--read-interval-ms", type=float, default=1.0, help="pause between reads")
+    args = parser.parse_args()
+    # The per-refresh log lines would drown the figures.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    rows: list[dict[str, Any]] = []
+    with server() as admin:
+        version = server_version(admin)
+        for n in (int(s) for s in args.sizes.split(",")):
+            with fresh_database(admin) as db:
+                rows += measure_size(db, n, args)
+    md = markdown(version, args, rows)
+    results = {"server_version": version, "settings": vars(args), "target_ratio": TARGET_RATIO, "runs": rows}
+    path = write_results("refresh", results, md)
+    print(md)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except psycopg.Error as exc:
+        sys.exit(f"error: {exc}")

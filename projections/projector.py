@@ -1,0 +1,268 @@
+"""Apply the log to the read tables in set-based batches, each with its checkpoint in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import psycopg
+import structlog
+from psycopg import sql
+
+from events import apply
+from projections.kinds import SPECS, TableSpec
+
+log = structlog.get_logger(__name__)
+
+_ENCODER = msgspec.json.Encoder()
+# jsonb's binary input: a version byte, then JSON text.
+_JSONB_V1 = b"\x01"
+LIVE_SCHEMA = "public"
+RANGE = 10_000  # positions per transaction
+PROJECTORS = tuple(spec.table for spec in SPECS)
+
+
+@dataclass
+class BatchCounts:
+    """Rows written per table in a run, and references left dangling (kept as NULL)."""
+
+    applied: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {t: {"added": 0, "changed": 0, "removed": 0} for t in PROJECTORS}
+    )
+    events: int = 0
+    batches: int = 0
+    position: int = 0
+
+    @property
+    def changed_tables(self) -> bool:
+        return any(sum(c.values()) for c in self.applied.values())
+
+
+def _q(template: str, schema: str, spec: TableSpec, **more: Any) -> sql.Composed:
+    return sql.SQL(template).format(
+        table=sql.Identifier(schema, spec.table), key=sql.Identifier(spec.key_column), **more
+    )
+
+
+def _column_list(spec: TableSpec) -> tuple[sql.Composable, sql.Composable]:
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
+    exprs = sql.SQL(", ").join(sql.SQL(e) for e in spec.columns.values())
+    return names, exprs
+
+
+def checkpoint(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> int:
+    """The position every projector of this schema has applied (the lowest of them)."""
+    row = conn.execute(
+        sql.SQL("SELECT min(position), count(*) FROM {}").format(
+            sql.Identifier(schema, "projection_checkpoints")
+        )
+    ).fetchone()
+    if row is None or row[1] < len(PROJECTORS):
+        return 0
+    return int(row[0])
+
+
+def checkpoints(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> dict[str, int]:
+    rows = conn.execute(
+        sql.SQL("SELECT projector, position FROM {}").format(sql.Identifier(schema, "projection_checkpoints"))
+    ).fetchall()
+    found = {r[0]: int(r[1]) for r in rows}
+    return {p: found.get(p, 0) for p in PROJECTORS}
+
+
+def _stage(conn: psycopg.Connection[Any], after: int, until: int) -> int:
+    """Copy this range's events into a temp table, numbered per stream; returns the number of rounds."""
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS batch_events (global_position bigint, stream_id text, kind text,"
+        " key text, stream_version int, event_type text, data jsonb, escaped bool, rn int) ON COMMIT DELETE ROWS"
+    )
+    conn.execute("TRUNCATE batch_events")
+    conn.execute(
+        "INSERT INTO batch_events SELECT global_position, stream_id, split_part(stream_id, ':', 1),"
+        " data->>'key', stream_version, event_type, data, data_escaped,"
+        " row_number() OVER (PARTITION BY stream_id ORDER BY global_position)"
+        " FROM events WHERE global_position > %s AND global_position <= %s",
+        (after, until),
+    )
+    conn.execute("ANALYZE batch_events")
+    row = conn.execute("SELECT coalesce(max(rn), 0) FROM batch_events").fetchone()
+    return int(row[0]) if row else 0
+
+
+_ID = (
+    "CASE WHEN x.stream_version = 1 THEN x.global_position ELSE"
+    " (SELECT e.global_position FROM events e WHERE e.stream_id = x.stream_id AND e.stream_version = 1) END"
+)
+
+
+# The record `r` is computed in a subquery kept apart by OFFSET 0: otherwise the planner inlines it and
+# evaluates the patch and unmarking once per column that reads `r`.
+def _apply_round(
+    conn: psycopg.Connection[Any], schema: str, spec: TableSpec, rn: int, counts: BatchCounts
+) -> None:
+    names, exprs = _column_list(spec)
+    applied = counts.applied[spec.table]
+    cur = conn.execute(
+        _q(
+            "DELETE FROM {table} t USING batch_events b WHERE b.kind = %s AND b.rn = %s"
+            " AND b.event_type = 'EntityRemoved' AND t.{key} = b.key",
+            schema,
+            spec,
+        ),
+        (spec.kind, rn),
+    )
+    applied["removed"] += max(cur.rowcount, 0)
+    updates = sql.SQL(", ").join(
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in spec.columns
+    )
+    cur = conn.execute(
+        _q(
+            "INSERT INTO {table} (id, {names}) SELECT " + _ID + ", {exprs} FROM"
+            " (SELECT b.*, CASE WHEN b.escaped THEN powerlog_unmark(b.data->'record') ELSE b.data->'record' END AS r"
+            "  FROM batch_events b"
+            "  WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityAdded' OFFSET 0) x"
+            " ON CONFLICT ({key}) DO UPDATE SET {updates}",
+            schema,
+            spec,
+            names=names,
+            exprs=exprs,
+            updates=updates,
+        ),
+        (spec.kind, rn),
+    )
+    applied["added"] += max(cur.rowcount, 0)
+    applied["changed"] += _apply_changes(conn, schema, spec, rn, names, exprs)
+
+
+
+def _resolve_references(conn: psycopg.Connection[Any], schema: str, spec: TableSpec) -> None:
+    """Point this batch's rows at what they reference, and earlier rows at what this batch added."""
+    for column, (ref_table, ref_key, expr) in spec.references.items():
+        ident = {
+            "table": sql.Identifier(schema, spec.table),
+            "ref": sql.Identifier(schema, ref_table),
+            "col": sql.Identifier(column),
+            "refkey": sql.Identifier(ref_key),
+            "key": sql.Identifier(spec.key_column),
+        }
+        ref_kind = next(s.kind for s in SPECS if s.table == ref_table)
+        # Rows this batch wrote: resolve (or clear) their reference.
+        conn.execute(
+            sql.SQL(
+                "UPDATE {table} t SET {col} = (SELECT r.id FROM {ref} r WHERE r.{refkey} = " + expr + ")"
+                " FROM (SELECT DISTINCT key FROM batch_events WHERE kind = %s AND event_type <> 'EntityRemoved') b"
+                " WHERE t.{key} = b.key"
+            ).format(**ident),
+            (spec.kind,),
+        )
+        # Earlier rows left dangling whose target this batch added.
+        conn.execute(
+            sql.SQL(
+                "UPDATE {table} t SET {col} = r.id FROM {ref} r"
+                " WHERE t.{col} IS NULL AND r.{refkey} = "
+                + expr
+                + " AND EXISTS (SELECT 1 FROM batch_events b"
+                " WHERE b.kind = %s AND b.event_type = 'EntityAdded' AND b.key = r.{refkey})"
+            ).format(**ident),
+            (ref_kind,),
+        )
+
+
+def _apply_changes(
+    conn: psycopg.Connection[Any], schema: str, spec: TableSpec, rn: int, names: sql.Composable, exprs: sql.Composable
+) -> int:
+    """Patch the rows of this round's EntityChanged events.
+
+    The patches are applied here in Python (events.patch), then written back in one set-based UPDATE:
+    a JSON Patch applied in PL/pgSQL rebuilds the whole document per operation, 10x slower on real powers.
+    """
+    rows = conn.execute(
+        _q(
+            "SELECT b.key, b.data->'patch', b.escaped, " + spec.record_from_row + " FROM batch_events b"
+            " JOIN {table} t ON t.{key} = b.key WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged'",
+            schema,
+            spec,
+        ),
+        (spec.kind, rn),
+        binary=True,
+    ).fetchall()
+    if not rows:
+        return 0
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS patched_records (k text, r jsonb, escaped bool) ON COMMIT DELETE ROWS"
+    )
+    conn.execute("TRUNCATE patched_records")
+    with conn.cursor().copy("COPY patched_records (k, r, escaped) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "bytea", "bool"])
+        for key, patch, escaped, record in rows:
+            copy.write_row((key, _JSONB_V1 + _ENCODER.encode(apply(record, patch)), escaped))
+    cur = conn.execute(
+        _q(
+            "UPDATE {table} SET ({names}) = ({exprs}) FROM"
+            " (SELECT k, CASE WHEN escaped THEN powerlog_unmark(r) ELSE r END AS r FROM patched_records OFFSET 0) x"
+            " WHERE {table}.{key} = x.k",
+            schema,
+            spec,
+            names=names,
+            exprs=exprs,
+        )
+    )
+    return max(cur.rowcount, 0)
+
+
+def apply_range(
+    conn: psycopg.Connection[Any], schema: str, after: int, until: int, counts: BatchCounts
+) -> None:
+    """Apply events (after, until] to the schema's tables and move its checkpoints, in the caller's transaction."""
+    rounds = _stage(conn, after, until)
+    for rn in range(1, rounds + 1):
+        for spec in SPECS:
+            _apply_round(conn, schema, spec, rn, counts)
+    for spec in SPECS:
+        if spec.references:
+            _resolve_references(conn, schema, spec)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (projector, position, updated_at) SELECT p, %s, clock_timestamp() FROM unnest(%s::text[]) p"
+            " ON CONFLICT (projector) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at"
+        ).format(sql.Identifier(schema, "projection_checkpoints")),
+        (until, list(PROJECTORS)),
+    )
+    row = conn.execute("SELECT count(*) FROM batch_events").fetchone()
+    counts.events += int(row[0]) if row else 0
+    counts.batches += 1
+    counts.position = until
+
+
+def log_head(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def catch_up(
+    conn: psycopg.Connection[Any],
+    schema: str = LIVE_SCHEMA,
+    until: int | None = None,
+    range_size: int = RANGE,
+    on_batch: Callable[[BatchCounts, int], None] | None = None,
+) -> BatchCounts:
+    """Apply every event past the schema's checkpoint (up to `until`), one transaction per range.
+
+    `conn` must not be in a transaction: each range commits on its own, so a crash loses at most the
+    range in flight, and the next run resumes from the checkpoint.
+    """
+    counts = BatchCounts()
+    target = log_head(conn) if until is None else until
+    position = checkpoint(conn, schema)
+    counts.position = position
+    while position < target:
+        end = min(position + range_size, target)
+        with conn.transaction():
+            apply_range(conn, schema, position, end, counts)
+        position = end
+        log.debug("projection_batch", schema=schema, position=position, target=target, events=counts.events)
+        if on_batch:
+            on_batch(counts, target)
+    return counts

@@ -1,0 +1,211 @@
+"""A killed import leaves nothing behind and can simply be run again.
+
+`powerlog import` runs as a real process (the console script) and is SIGKILLed by the importer's own fault
+injection (`POWERLOG_TEST_FAULT`) at points picked by a seeded random generator: a record being read, right
+after a COPY batch went to the server, and just before COMMIT. After each kill the log, `streams` and
+`imports` must be exactly as before, the hash chain must verify and the dead session's log lock must be
+gone; then an import without a fault completes with the exact diff of expected.json, and one more says
+"no changes".
+
+The kills share one database: each one starts from the state the previous one must have left untouched,
+so a leftover of any kill shows up in the checks of the next one and in the final run. Set
+POWERLOG_CRASH_SEED to try other points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+
+from importer.run import FAULT_ENV, run_import
+from store import log
+from store.connection import Database
+from tests.conftest import SHARED_DATA, settings_for
+from tests.e2e.cli import powerlog
+
+pytestmark = pytest.mark.slow
+
+EXPECTED = json.loads((SHARED_DATA / "expected.json").read_text())
+OLD = SHARED_DATA / "mids-20.1224"
+NEW = SHARED_DATA / "mids-21.0331"
+DIFF = EXPECTED["diff_20.1224_to_21.0331"]
+DIFF_EVENTS = sum(c["added"] + c["changed"] + c["removed"] for c in DIFF.values())  # 3,259
+OLD_EVENTS = sum(EXPECTED["releases"]["mids-20.1224"]["unique_keys"].values())  # 4,959
+NEW_RECORDS = sum(EXPECTED["releases"]["mids-21.0331"]["unique_keys"].values())  # 4,955 (+1 duplicate)
+
+SEED = int(os.environ.get("POWERLOG_CRASH_SEED", "20210331"))
+BATCH = 500  # POWERLOG_IMPORT_BATCH: several COPYs inside the one transaction
+# The first import (4,959 Added events) flushes every 500 events: ten COPYs. The 21.0331 diff has 3,259
+# events, but the differ hands changed records over 2,000 at a time, so that import makes two COPYs
+# whatever POWERLOG_IMPORT_BATCH below 2,000 says; batch points 1 and 2 exist either way.
+DIFF_BATCHES = 2
+LOCK_CLASSID, LOCK_OBJID = log.LOG_LOCK_KEY >> 32, log.LOG_LOCK_KEY & 0xFFFFFFFF
+
+
+def crash_points(seed: int) -> tuple[str, list[str]]:
+    """A kill point for the first import, and four for the 21.0331 import on top of it."""
+    rng = random.Random(seed)
+    first = f"after_batch:{rng.randint(1, OLD_EVENTS // BATCH - 1)}"
+    points = [
+        f"record:{rng.randint(1, NEW_RECORDS)}",
+        f"record:{rng.randint(1, NEW_RECORDS)}",
+        f"after_batch:{rng.randint(1, DIFF_BATCHES)}",
+        "before_commit",
+    ]
+    rng.shuffle(points)
+    return first, points
+
+
+@dataclass(frozen=True)
+class LogState:
+    events: int
+    max_position: int | None
+    head: str
+    streams: int
+    streams_digest: str | None
+    imports: tuple[tuple[Any, ...], ...]
+
+
+def state(dsn: str) -> LogState:
+    """Everything an import writes, in a form to compare (streams' records included, as md5s)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        events = conn.execute("SELECT count(*), max(global_position) FROM events").fetchone()
+        streams = conn.execute(
+            "SELECT count(*), md5(string_agg(concat_ws('|', stream_id, kind, key, version, hash, md5(record),"
+            " removed, last_position), ',' ORDER BY stream_id)) FROM streams"
+        ).fetchone()
+        imports = conn.execute(
+            "SELECT id, status, source_version, counts::text, first_position, last_position, head_chain_hash"
+            " FROM imports ORDER BY id"
+        ).fetchall()
+        head = log.head(conn)
+    assert events is not None and streams is not None
+    return LogState(events[0], events[1], str(head), streams[0], streams[1], tuple(imports))
+
+
+def verified_head(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return str(log.verify_chain(conn))
+
+
+def wait_for_lock_release(dsn: str, timeout: float = 30.0) -> None:
+    """The killed client's session must go, and its transaction-scoped log lock with it."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                " WHERE d.datname = current_database() AND l.locktype = 'advisory'"
+                " AND l.classid::int8 = %s AND l.objid::int8 = %s",
+                (LOCK_CLASSID, LOCK_OBJID),
+            ).fetchone()
+            if row == (0,):
+                return
+            assert time.monotonic() < deadline, "the killed import's log lock is still held"
+            time.sleep(0.05)
+
+
+def json_lines(stderr: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+def kill_import(dsn: str, path: Any, point: str) -> None:
+    result = powerlog(
+        "import",
+        str(path),
+        env={"DATABASE_URL": dsn, "POWERLOG_IMPORT_BATCH": str(BATCH), FAULT_ENV: point},
+    )
+    assert result.returncode == -9, f"{point}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    fired = [line["point"] for line in json_lines(result.stderr) if line["event"] == "fault_injected"]
+    assert fired == [point], result.stderr
+    assert "import_completed" not in result.stderr
+
+
+def test_killed_imports_leave_nothing_and_the_import_then_completes(dsn: str) -> None:
+    first_point, points = crash_points(SEED)
+
+    # A kill in the middle of the very first import (several COPYs already sent) leaves an empty log.
+    empty = state(dsn)
+    assert empty.events == 0 and empty.streams == 0 and empty.imports == ()
+    kill_import(dsn, OLD, first_point)
+    wait_for_lock_release(dsn)
+    assert state(dsn) == empty, first_point
+    assert verified_head(dsn) == empty.head
+
+    db = Database(settings_for(dsn))
+    try:
+        old = run_import(db, OLD, label="20.1224")
+    finally:
+        db.close()
+    assert old.appended is not None and old.appended.last_position == OLD_EVENTS
+    before = state(dsn)
+    assert before.events == before.max_position == OLD_EVENTS
+    assert before.head == str(old.head)
+    assert [(r[1], r[2]) for r in before.imports] == [("completed", "20.1224")]
+
+    # verify_chain re-hashes the whole log (seconds): each check runs in a thread while the next killed
+    # process reads the export. Those never commit, so the committed log a check reads is the one the
+    # kill left; every check is awaited before the import that does commit.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checks = [("before the kills", pool.submit(verified_head, dsn))]
+        for point in points:
+            kill_import(dsn, NEW, point)
+            wait_for_lock_release(dsn)
+            # Whole or nothing; nothing is what a kill before COMMIT must leave.
+            assert state(dsn) == before, f"the import killed at {point} left something behind"
+            checks.append((point, pool.submit(verified_head, dsn)))
+        for point, check in checks:
+            assert check.result() == before.head, point
+
+        done = powerlog("import", str(NEW), env={"DATABASE_URL": dsn, "POWERLOG_IMPORT_BATCH": str(BATCH)})
+        assert done.returncode == 0, done.stderr
+        completed = state(dsn)
+        final_check = pool.submit(verified_head, dsn)  # the next run appends no event
+        again = powerlog("import", str(NEW), env={"DATABASE_URL": dsn})
+        assert final_check.result() == completed.head
+
+    assert completed.events == completed.max_position == OLD_EVENTS + DIFF_EVENTS
+    new_rows = [r for r in completed.imports if r not in before.imports]
+    assert len(new_rows) == 1
+    _, status, version, counts, first, last, head = new_rows[0]
+    assert (status, version) == ("completed", "21.0331")
+    assert json.loads(counts) == DIFF
+    assert (first, last) == (OLD_EVENTS + 1, OLD_EVENTS + DIFF_EVENTS)
+    assert head == completed.head
+    said = " ".join(done.stdout.split())  # whatever the console's width did to the lines
+    assert f"log head {completed.head}" in said
+    assert re.search(rf"{DIFF_EVENTS:,} events at positions {first}\.\.{last}", said)
+
+    assert again.returncode == 0, again.stderr
+    assert "no changes" in again.stdout
+    final = state(dsn)
+    assert (final.events, final.head, final.streams_digest) == (
+        completed.events,
+        completed.head,
+        completed.streams_digest,
+    )
+    assert [r[1] for r in final.imports] == ["completed"] * 3
+
+
+def test_crash_points_are_seeded() -> None:
+    """The same seed always picks the same points; the points exist in the 21.0331 import."""
+    assert crash_points(SEED) == crash_points(SEED)
+    first, points = crash_points(SEED)
+    assert first.startswith("after_batch:") and 1 <= int(first.split(":")[1]) < OLD_EVENTS // BATCH
+    assert "before_commit" in points and len(points) == 4
+    for point in points:
+        name, _, arg = point.partition(":")
+        assert name in ("record", "after_batch", "before_commit")
+        if name == "record":
+            assert 1 <= int(arg) <= NEW_RECORDS
+        if name == "after_batch":
+            assert 1 <= int(arg) <= DIFF_BATCHES
