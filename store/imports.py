@@ -67,6 +67,7 @@ def begin(conn: psycopg.Connection[Any], meta: ImportMeta) -> int:
 def complete(
     conn: psycopg.Connection[Any],
     import_id: int,
+    content_hash: str | None,
     counts: dict[str, dict[str, int]],
     warnings: list[Any],
     appended: Appended | None,
@@ -74,9 +75,10 @@ def complete(
 ) -> None:
     """Fill in what the import did, in the same transaction as its events."""
     conn.execute(
-        "UPDATE imports SET counts = %s, warnings = %s, completed_at = clock_timestamp(),"
+        "UPDATE imports SET content_hash = %s, counts = %s, warnings = %s, completed_at = clock_timestamp(),"
         " first_position = %s, last_position = %s, head_chain_hash = %s WHERE id = %s",
         (
+            content_hash,
             Jsonb(counts),
             Jsonb(warnings),
             appended.first_position if appended else None,

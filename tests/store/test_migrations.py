@@ -146,7 +146,10 @@ def test_upgrade_from_0001_keeps_existing_events(empty_dsn: str) -> None:
     schema.upgrade(db)
     with psycopg.connect(empty_dsn) as c:
         assert c.execute("SELECT global_position, data_escaped FROM events").fetchall() == [(1, False)]
-        assert c.execute("SELECT powerlog_int('12.7'::jsonb), powerlog_text('3'::jsonb)").fetchone() == (12, None)
+        assert c.execute("SELECT powerlog_int('12.7'::jsonb), powerlog_text('3'::jsonb)").fetchone() == (
+            12,
+            None,
+        )
     schema.downgrade(db, "0001")
     with psycopg.connect(empty_dsn) as c:
         assert c.execute("SELECT count(*) FROM events").fetchone() == (1,)
