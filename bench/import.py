@@ -208,7 +208,7 @@ def main() -> None:
         "MB/s over the canonical records' MB (what the ceiling COPYs), so a throughput ratio is a ratio of times.",
         "",
         "| path | median s | runs s | MB/s | events/s |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|",
         f"| first import (`run_import`, empty log, {events:,} events) | {first:.2f} | "
         f"{', '.join(f'{s:.2f}' for s in first_s)} | {canonical_mb / first:.1f} "
         f"({source_mb / first:.1f} of source) | {events / first:,.0f} |",
@@ -217,7 +217,7 @@ def main() -> None:
         f"| ceiling: bare binary COPY (kind, key, jsonb), one transaction | {ceiling:.2f} | "
         f"{', '.join(f'{s:.2f}' for s in copy_s)} | {canonical_mb / ceiling:.1f} | {len(rows) / ceiling:,.0f} |",
         "",
-        "| ratio | measured | target |",
+        "| ratio | measured | target | |",
         "|---|---|---|---|",
         f"| first import / ceiling (throughput) | {ceiling / first:.2f} | >= {FIRST_TARGET} | "
         f"{verdict(ceiling / first >= FIRST_TARGET)} |",

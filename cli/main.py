@@ -9,7 +9,7 @@ import psycopg
 import typer
 from rich.text import Text
 
-from cli import db, demo
+from cli import db, demo, projecting
 from cli.context import err_console
 from cli.importing import import_command
 from cli.logs import configure, redact_text
@@ -25,6 +25,9 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.command(name="demo")(demo.demo)
 app.command(name="import")(import_command)
+app.command(name="project")(projecting.project_command)
+app.command(name="rebuild")(projecting.rebuild_command)
+app.command(name="status")(projecting.status_command)
 
 
 @app.callback()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +138,6 @@ def _apply_round(
     applied["changed"] += _apply_changes(conn, schema, spec, rn, names, exprs)
 
 
-
 def _resolve_references(conn: psycopg.Connection[Any], schema: str, spec: TableSpec) -> None:
     """Point this batch's rows at what they reference, and earlier rows at what this batch added."""
     for column, (ref_table, ref_key, expr) in spec.references.items():
@@ -171,7 +172,12 @@ def _resolve_references(conn: psycopg.Connection[Any], schema: str, spec: TableS
 
 
 def _apply_changes(
-    conn: psycopg.Connection[Any], schema: str, spec: TableSpec, rn: int, names: sql.Composable, exprs: sql.Composable
+    conn: psycopg.Connection[Any],
+    schema: str,
+    spec: TableSpec,
+    rn: int,
+    names: sql.Composable,
+    exprs: sql.Composable,
 ) -> int:
     """Patch the rows of this round's EntityChanged events.
 
@@ -236,6 +242,14 @@ def apply_range(
     counts.position = until
 
 
+def _fault(point: str, batches: int) -> None:
+    # Crash tests only (same switch as the importer's): SIGKILL before a batch commits.
+    spec = os.environ.get("POWERLOG_TEST_FAULT", "")
+    if spec == f"{point}:{batches}":
+        log.warning("fault_injected", point=spec)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def log_head(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()
     return int(row[0]) if row else 0
@@ -261,6 +275,7 @@ def catch_up(
         end = min(position + range_size, target)
         with conn.transaction():
             apply_range(conn, schema, position, end, counts)
+            _fault("project_batch", counts.batches)
         position = end
         log.debug("projection_batch", schema=schema, position=position, target=target, events=counts.events)
         if on_batch:

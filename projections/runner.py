@@ -62,7 +62,7 @@ def project(
     with db.connect(autocommit=True) as conn:
         _take_lock(conn, wait, on_wait)
         try:
-            counts = catch_up(conn, LIVE_SCHEMA, on_batch=on_batch)
+            counts = catch_up(conn, LIVE_SCHEMA, range_size=db.settings.project_batch, on_batch=on_batch)
         finally:
             _release_lock(conn)
     log.info("projected", events=counts.events, position=counts.position, batches=counts.batches)

@@ -1,10 +1,10 @@
 """Keeps the materialized view `power_build_summary` fresh: concurrent refreshes, one at a time everywhere."""
 
-from scheduler.refresh import (
+from scheduler.runner import JOB_ID, build_scheduler, refresh_job, run_forever
+from scheduler.view import (
     REFRESH_LOCK_KEY,
     SOURCE_PROJECTORS,
     VIEW,
-    RefreshBusy,
     RefreshFailed,
     RefreshRecord,
     RefreshResult,
@@ -16,14 +16,12 @@ from scheduler.refresh import (
     source_position,
     status,
 )
-from scheduler.runner import JOB_ID, build_scheduler, refresh_job, run_forever
 
 __all__ = [
     "JOB_ID",
     "REFRESH_LOCK_KEY",
     "SOURCE_PROJECTORS",
     "VIEW",
-    "RefreshBusy",
     "RefreshFailed",
     "RefreshRecord",
     "RefreshResult",

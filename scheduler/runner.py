@@ -22,7 +22,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler  # type: ignore[im
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from events.errors import PowerlogError
-from scheduler.refresh import VIEW, RefreshResult, refresh
+from scheduler.view import VIEW, RefreshResult, refresh
 from store.connection import Database
 
 log = structlog.get_logger(__name__)

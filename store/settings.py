@@ -40,6 +40,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name) or choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """What powerlog reads from the environment; see README "Settings"."""
@@ -58,6 +65,10 @@ class Settings:
     """`POWERLOG_MAX_EXPORT_BYTES`: refuse archives that unpack to more than this."""
     import_batch: int
     """`POWERLOG_IMPORT_BATCH`: events per COPY inside an import's one transaction."""
+    project_batch: int
+    """`POWERLOG_PROJECT_BATCH`: log positions applied per projection transaction."""
+    view_refresh: str
+    """`POWERLOG_VIEW_REFRESH`: "project" (`powerlog project` refreshes the view) or "scheduler"."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,4 +93,6 @@ class Settings:
             refresh_interval_s=_float(env, "POWERLOG_REFRESH_INTERVAL", 30.0),
             max_export_bytes=_int(env, "POWERLOG_MAX_EXPORT_BYTES", 2 * 1024**3),
             import_batch=_int(env, "POWERLOG_IMPORT_BATCH", 5000),
+            project_batch=_int(env, "POWERLOG_PROJECT_BATCH", 10_000),
+            view_refresh=_choice(env, "POWERLOG_VIEW_REFRESH", ("project", "scheduler")),
         )

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from scheduler import SOURCE_PROJECTORS
-from scheduler.refresh import APPLICATION_NAME
+from scheduler.view import APPLICATION_NAME
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped
 from structlog.testing import capture_logs
 
 import scheduler
-from scheduler.refresh import _one_line
+from scheduler.view import _one_line
 from store.connection import Database
 from store.errors import ServerUnavailable
 from tests.conftest import settings_for

@@ -9,7 +9,7 @@ import psycopg
 from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped]
 
 import scheduler
-from scheduler.refresh import INTERRUPTED
+from scheduler.view import INTERRUPTED
 from store.connection import Database
 from tests.scheduler.data import advance, change_one_percent, outcomes, populate
 

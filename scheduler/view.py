@@ -1,4 +1,4 @@
-"""Refreshing `power_build_summary`: staleness, one refresh at a time across processes, and its history."""
+"""The view power_build_summary: staleness, one refresh at a time across processes, and its history."""
 
 from __future__ import annotations
 
@@ -33,10 +33,6 @@ Mode = Literal["concurrently", "plain"]
 
 class RefreshFailed(PowerlogError):
     """A refresh ran and failed; it is recorded in `view_refreshes`."""
-
-
-class RefreshBusy(PowerlogError):
-    """Another process holds the refresh lock, so this refresh did not run."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,199 @@
+"""`powerlog project`, `rebuild` and `status`: the read tables and where everything stands."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import projections
+import scheduler
+from cli.context import console, err_console, migrated_database, settings
+from projections.projector import BatchCounts
+from store import imports, log
+from store.connection import Database
+
+
+def _bar() -> tuple[Progress | None, Any]:
+    if not err_console.is_terminal:
+        return None, None
+    bar = Progress(
+        TextColumn("[bold]projecting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("positions"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    return bar, bar.add_task("project", total=None)
+
+
+def _refresh_view(db: Database) -> None:
+    """Keep the view fresh ourselves unless a scheduler has that job (POWERLOG_VIEW_REFRESH=scheduler)."""
+    if settings().view_refresh == "scheduler":
+        console.print("view power_build_summary is stale; the scheduler will refresh it")
+        return
+    result = scheduler.refresh(db, if_stale=True)
+    if result.outcome == "ok":
+        console.print(
+            f"refreshed power_build_summary: {result.rows:,} rows in {result.duration_ms or 0:.0f} ms"
+        )
+    elif result.outcome == "failed":
+        err_console.print(f"warning: refreshing power_build_summary failed: {result.error}")
+
+
+def project_command(
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep running: project each import as it commits.")
+    ] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Fail at once if another process is projecting, instead of waiting."),
+    ] = False,
+    poll: Annotated[
+        float, typer.Option(help="With --follow: seconds between checks if no notification comes.")
+    ] = 5.0,
+) -> None:
+    """Bring the read tables up to the log's head (each batch and its checkpoint commit together), then
+    refresh power_build_summary if it is stale. --follow wakes on each import; Ctrl-C or SIGTERM stops it."""
+    db = migrated_database()
+    if follow:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+
+        def on_round(counts: BatchCounts, lag: int) -> None:
+            if counts.changed_tables:
+                _refresh_view(db)
+
+        console.print("following the log (Ctrl-C to stop)")
+        projections.follow(db, stop, poll_s=poll, on_round=on_round)
+        console.print("stopped")
+        return
+    bar, task = _bar()
+
+    def on_batch(counts: BatchCounts, target: int) -> None:
+        if bar is not None:
+            bar.update(task, total=target, completed=counts.position)
+
+    def on_wait() -> None:
+        err_console.print("another process is projecting: waiting for it (--no-wait to fail instead)")
+
+    if bar is not None:
+        bar.start()
+    try:
+        counts = projections.project(db, wait=not no_wait, on_batch=on_batch, on_wait=on_wait)
+    finally:
+        if bar is not None:
+            bar.stop()
+    _print_counts(counts)
+    if counts.changed_tables:
+        _refresh_view(db)
+
+
+def _print_counts(counts: BatchCounts) -> None:
+    if not counts.events:
+        console.print(f"read tables already at position {counts.position}: nothing to apply")
+        return
+    table = Table(title=f"applied {counts.events:,} events, now at position {counts.position}")
+    table.add_column("table")
+    for col in ("added", "changed", "removed"):
+        table.add_column(col, justify="right")
+    for name, c in counts.applied.items():
+        table.add_row(name, *(f"{c[k]:,}" for k in ("added", "changed", "removed")))
+    console.print(table)
+
+
+def rebuild_command() -> None:
+    """Rebuild every read table and the view from position 0 in a shadow schema, then swap them in with
+    one short transaction: readers see the old tables or the new ones, never a half-built one."""
+    db = migrated_database()
+    bar, task = _bar()
+
+    def on_batch(counts: BatchCounts, target: int) -> None:
+        if bar is not None:
+            bar.update(task, total=target, completed=counts.position)
+
+    if bar is not None:
+        bar.start()
+    try:
+        result = projections.rebuild(db, on_batch=on_batch)
+    finally:
+        if bar is not None:
+            bar.stop()
+    console.print(
+        f"rebuilt the read tables from {result.counts.events:,} events (position {result.counts.position}) in "
+        f"{result.seconds:.1f} s; swapped in {result.swap_ms:.0f} ms"
+    )
+    _refresh_view(db)
+
+
+def gather_status(db: Database) -> dict[str, Any]:
+    with db.connect(autocommit=True) as conn:
+        head = log.head(conn)
+        cps = projections.checkpoints(conn)
+        last = imports.last_completed(conn)
+        counts = {
+            t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # type: ignore[index]
+            for t in (*projections.projector.PROJECTORS, "power_build_summary")
+        }
+        failed = conn.execute("SELECT count(*) FROM imports WHERE status = 'failed'").fetchone()
+        view = scheduler.status(conn)
+    return {
+        "database": db.describe(),
+        "log": {"head_position": head.position, "head_chain_hash": head.chain_hash.hex(), "head": str(head)},
+        "projectors": {name: {"position": pos, "lag": head.position - pos} for name, pos in cps.items()},
+        "rows": counts,
+        "last_import": None
+        if last is None
+        else {
+            "id": last.id,
+            "label": last.label,
+            "source_version": last.source_version,
+            "completed_at": last.completed_at.isoformat() if last.completed_at else None,
+            "first_position": last.first_position,
+            "last_position": last.last_position,
+            "head": last.head_chain_hash,
+        },
+        "failed_imports": int(failed[0]) if failed else 0,
+        "view": view,
+    }
+
+
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Log head, each projector's checkpoint and lag, the last import, and the view's freshness."""
+    st = gather_status(migrated_database())
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    console.print(f"[bold]log[/] head {st['log']['head']}")
+    last = st["last_import"]
+    if last:
+        console.print(
+            f"[bold]last import[/] {last['id']} ({last['label'] or 'no label'}, release {last['source_version']}),"
+            f" positions {last['first_position']}..{last['last_position']}"
+        )
+    else:
+        console.print("[bold]last import[/] none yet: `powerlog import PATH`")
+    table = Table(title="projectors")
+    for col in ("table", "position", "lag", "rows"):
+        table.add_column(col, justify="left" if col == "table" else "right")
+    for name, p in st["projectors"].items():
+        table.add_row(name, str(p["position"]), str(p["lag"]), f"{st['rows'][name]:,}")
+    console.print(table)
+    v = st["view"]
+    fresh = "stale" if v["stale"] else "fresh"
+    console.print(
+        f"[bold]power_build_summary[/] {fresh}: {st['rows']['power_build_summary']:,} rows, refreshed at position "
+        f"{v['refreshed_position']} (source at {v['source_position']}), last refresh {v['last_refresh_at'] or 'never'}"
+        + (f" in {v['last_refresh_duration_ms']:.0f} ms" if v["last_refresh_duration_ms"] else "")
+        + (f"; {v['failures_since_last_ok']} failed since" if v["failures_since_last_ok"] else "")
+    )
