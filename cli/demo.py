@@ -1,15 +1,92 @@
-"""`powerlog demo`: the whole pipeline on the embedded server, for a first look."""
+"""`powerlog demo`: the whole pipeline on the embedded server, on the sample cut from two real releases."""
 
 from __future__ import annotations
 
-from cli.context import console, database
-from cli.db import status as db_status
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import conninfo, sql
+from rich.table import Table
+
+import projections
+import scheduler
+from cli.context import console, settings
+from cli.importing import summary_table
+from events.errors import PowerlogError
+from importer.run import run_import
 from store import schema
+from store.connection import Database
+from store.server import start_embedded
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+RELEASES = ("mids-20.1224", "mids-21.0331")
+DEMO_DATABASE = "powerlog_demo"
+
+
+def _fresh_demo_database() -> Database:
+    """A database of its own on the embedded server, made anew each run so the demo always tells the same story."""
+    admin = start_embedded(settings().home)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
+    return Database(settings(), dsn=conninfo.make_conninfo(admin, dbname=DEMO_DATABASE))
 
 
 def demo() -> None:
-    """Migrate the database and show its status (the importer and projections join as they land)."""
-    db = database()
-    console.print(f"[bold]powerlog demo[/] on {db.describe()}" + (" (embedded)" if db.embedded else ""))
+    """Run the whole pipeline on the embedded PostgreSQL: migrate, import two sample releases, project,
+    refresh the view, and show what changed. Uses its own database, `powerlog_demo`, made anew each run."""
+    missing = [r for r in RELEASES if not (SAMPLES / r / "I12.json").exists()]
+    if missing:
+        raise PowerlogError(
+            f"the demo's sample releases are not at {SAMPLES} (run it from a checkout of powerlog)"
+        )
+    console.print("[bold]powerlog demo[/]: embedded PostgreSQL under " + str(settings().home / "pgdata"))
+    db = _fresh_demo_database()
     schema.upgrade(db)
-    db_status(as_json=False)
+    console.print(f"1. schema at revision {schema.head_revision()} in database {DEMO_DATABASE}")
+    for n, release in enumerate(RELEASES, start=2):
+        result = run_import(db, SAMPLES / release, label=f"sample {release}")
+        console.print(f"{n}. imported {release}: {result.events} events, log head {result.head}")
+        console.print(summary_table(result))
+    counts = projections.project(db)
+    console.print(f"4. projected {counts.events} events into the read tables")
+    refreshed = scheduler.refresh(db, if_stale=True)
+    console.print(f"5. refreshed power_build_summary ({refreshed.outcome}, {refreshed.rows} rows)")
+    with db.connect() as conn:
+        _summary(conn)
+
+
+def _summary(conn: psycopg.Connection[Any]) -> None:
+    table = Table(title="read tables")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name in (*projections.projector.PROJECTORS, "power_build_summary"):
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()
+        table.add_row(name, str(row[0] if row else 0))
+    console.print(table)
+
+    changed = Table(title="most-changed powers between the two releases (JSON Patch operations)")
+    for col in ("power", "operations", "fields"):
+        changed.add_column(col)
+    for key, ops, fields in conn.execute(
+        "SELECT data->>'key', jsonb_array_length(data->'patch'),"
+        " (SELECT string_agg(DISTINCT split_part(p->>'path', '/', 2), ', ') FROM jsonb_array_elements(data->'patch') p)"
+        " FROM events WHERE import_id = 2 AND event_type = 'EntityChanged' AND stream_id LIKE 'power:%'"
+        " ORDER BY 2 DESC, 1 LIMIT 3"
+    ).fetchall():
+        changed.add_row(str(key), str(ops), str(fields))
+    console.print(changed)
+
+    query = (
+        "SELECT display_name, level_available, round(damage_scale::numeric, 3), endurance_cost, recharge_time,"
+        " archetype_name FROM power_build_summary WHERE powerset_name = 'Fire Blast' AND archetype_name = 'Blaster'"
+        " AND level_available <= 20 ORDER BY level_available, display_name"
+    )
+    sample = Table(title="power_build_summary: Blaster Fire Blast powers up to level 20")
+    for col in ("power", "level", "damage scale", "endurance", "recharge s", "archetype"):
+        sample.add_column(col)
+    for row in conn.execute(query).fetchall():
+        sample.add_row(*("" if v is None else str(v) for v in row))
+    console.print(sample)
+    console.print(f"[dim]{query}[/]")

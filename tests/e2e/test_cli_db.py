@@ -62,5 +62,11 @@ def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
     home = tmp_path / "home"
     result = powerlog("demo", env={"POWERLOG_HOME": str(home)})
     assert result.returncode == 0, result.stderr
-    assert "(embedded)" in result.stdout
+    assert "embedded PostgreSQL under" in result.stdout
+    assert "refreshed power_build_summary (ok, 18 rows)" in result.stdout
+    assert "Flares" in result.stdout and "│ powers              │   18 │" in result.stdout
     assert (home / "pgdata" / "PG_VERSION").exists()
+    # Run again: its own database is made anew, so the story is the same.
+    again = powerlog("demo", env={"POWERLOG_HOME": str(home)})
+    assert again.returncode == 0, again.stderr
+    assert "imported mids-21.0331: 26 events" in again.stdout
