@@ -124,6 +124,12 @@ class Reader(threading.Thread):
                     self.warm.set()
                 due += self.interval_s
 
+    def wait_on_schedule(self, since: float, timeout: float = 60.0) -> None:
+        """Return once a read due at or after `since` has completed."""
+        deadline = time.perf_counter() + timeout
+        while not (self.reads and self.reads[-1][0] >= since) and time.perf_counter() < deadline:
+            time.sleep(0.001)
+
     def latencies_ms(self, windows: list[tuple[float, float]], from_due: bool = True) -> list[float]:
         """Latencies of the reads overlapping any of the windows, from their due (or send) time."""
         return [
@@ -180,7 +186,9 @@ def measure_size(db: Database, powers: int, args: argparse.Namespace) -> list[di
             ):
                 step += 1
                 change_one_percent(db, step)
-                # The idle baseline interleaves with the refreshes, so load from outside hits both alike.
+                # The idle baseline interleaves with the refreshes, so load from outside hits both alike;
+                # it starts once the reader has worked off any backlog a stall left behind.
+                reader.wait_on_schedule(since=time.perf_counter())
                 gap_start = time.perf_counter()
                 time.sleep(max(args.min_gap_seconds, seconds[-1] if seconds else 0))
                 idle_windows.append((gap_start, time.perf_counter()))

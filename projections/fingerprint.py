@@ -8,8 +8,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from projections.projector import LIVE_SCHEMA
 from projections.tables import READ_TABLES
+
+LIVE_SCHEMA = "public"
 
 
 def table_hashes(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> dict[str, str]:

@@ -14,7 +14,9 @@ import structlog
 from psycopg import sql
 
 from events import apply
+from projections.fingerprint import fingerprint
 from projections.kinds import SPECS, TableSpec
+from store import imports
 
 log = structlog.get_logger(__name__)
 
@@ -271,10 +273,21 @@ def catch_up(
     target = log_head(conn) if until is None else until
     position = checkpoint(conn, schema)
     counts.position = position
+    # Ranges stop at each import's last position, so the live tables' fingerprint after that import can
+    # be recorded with it (in the same transaction as the rows it describes).
+    boundaries = dict(
+        conn.execute(
+            "SELECT last_position, id FROM imports WHERE status = 'completed' AND last_position > %s"
+            " AND last_position <= %s",
+            (position, target),
+        ).fetchall()
+    )
     while position < target:
-        end = min(position + range_size, target)
+        end = min([position + range_size, target, *(b for b in boundaries if b > position)])
         with conn.transaction():
             apply_range(conn, schema, position, end, counts)
+            if schema == LIVE_SCHEMA and end in boundaries:
+                imports.set_fingerprint(conn, boundaries[end], fingerprint(conn, schema))
             _fault("project_batch", counts.batches)
         position = end
         log.debug("projection_batch", schema=schema, position=position, target=target, events=counts.events)

@@ -131,3 +131,8 @@ def last_completed(conn: psycopg.Connection[Any]) -> ImportRow | None:
         f"SELECT {_COLUMNS} FROM imports WHERE status = 'completed' ORDER BY id DESC LIMIT 1"
     ).fetchone()
     return None if row is None else ImportRow(*row)
+
+
+def set_fingerprint(conn: psycopg.Connection[Any], import_id: int, fingerprint: str) -> None:
+    """Record the read tables' fingerprint as they stand right after this import was projected."""
+    conn.execute("UPDATE imports SET fingerprint = %s WHERE id = %s", (fingerprint, import_id))
