@@ -14,8 +14,9 @@ class TableSpec:
     columns: dict[str, str]
     # How the full record is rebuilt from a row (t), to apply a patch to it.
     record_from_row: str
-    # Foreign keys resolved by natural key: column -> (table, its key column, SQL over `r` giving the key).
-    references: dict[str, tuple[str, str, str]]
+    # Foreign keys resolved by natural key: column -> (table, its key column, the key as SQL over the
+    # record `r`, and the same over a stored row `t`).
+    references: dict[str, tuple[str, str, str, str]]
 
 
 def _text(field: str) -> str:
@@ -86,7 +87,7 @@ POWERSETS = TableSpec(
         "data": "r",
     },
     record_from_row="t.data",
-    references={"archetype_id": ("archetypes", "class_name", "t.data->>'ATClass'")},
+    references={"archetype_id": ("archetypes", "class_name", "r->>'ATClass'", "t.data->>'ATClass'")},
 )
 
 ENHANCEMENTS = TableSpec(
@@ -102,7 +103,7 @@ ENHANCEMENTS = TableSpec(
         "data": "r",
     },
     record_from_row="t.data",
-    references={"set_id": ("enhancement_sets", "uid", "t.data->>'UIDSet'")},
+    references={"set_id": ("enhancement_sets", "uid", "r->>'UIDSet'", "t.data->>'UIDSet'")},
 )
 
 POWERS = TableSpec(
@@ -133,7 +134,14 @@ POWERS = TableSpec(
     },
     record_from_row="(t.data || jsonb_build_object('Effects', t.effects))",
     # A power's set is its FullName without the last part (the importer checked that prefix).
-    references={"powerset_id": ("powersets", "full_name", "substring(t.full_name from '^(.*)[.][^.]*$')")},
+    references={
+        "powerset_id": (
+            "powersets",
+            "full_name",
+            "substring(r->>'FullName' from '^(.*)[.][^.]*$')",
+            "substring(t.full_name from '^(.*)[.][^.]*$')",
+        )
+    },
 )
 
 # Referenced tables first, so references resolve within the same batch.

@@ -50,10 +50,18 @@ def _q(template: str, schema: str, spec: TableSpec, **more: Any) -> sql.Composed
     )
 
 
-def _column_list(spec: TableSpec) -> tuple[sql.Composable, sql.Composable]:
-    names = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
-    exprs = sql.SQL(", ").join(sql.SQL(e) for e in spec.columns.values())
-    return names, exprs
+def _column_list(schema: str, spec: TableSpec) -> tuple[sql.Composable, sql.Composable]:
+    """Column names and their expressions over the record `r`, references resolved by natural key."""
+    names = [sql.Identifier(c) for c in spec.columns]
+    exprs: list[sql.Composable] = [sql.SQL(e) for e in spec.columns.values()]
+    for column, (ref_table, ref_key, record_expr, _) in spec.references.items():
+        names.append(sql.Identifier(column))
+        exprs.append(
+            sql.SQL("(SELECT ref.id FROM {} ref WHERE ref.{} = " + record_expr + ")").format(
+                sql.Identifier(schema, ref_table), sql.Identifier(ref_key)
+            )
+        )
+    return sql.SQL(", ").join(names), sql.SQL(", ").join(exprs)
 
 
 def checkpoint(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> int:
@@ -77,15 +85,19 @@ def checkpoints(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> dic
 
 
 def _stage(conn: psycopg.Connection[Any], after: int, until: int) -> int:
-    """Copy this range's events into a temp table, numbered per stream; returns the number of rounds."""
+    """Index this range's events in a temp table, numbered per stream; returns the number of rounds.
+
+    Payloads stay in `events` (joined by position when needed): copying them would cost as much again.
+    """
     conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS batch_events (global_position bigint, stream_id text, kind text,"
-        " key text, stream_version int, event_type text, data jsonb, escaped bool, rn int) ON COMMIT DELETE ROWS"
+        " key text, stream_version int, event_type text, escaped bool, rn int) ON COMMIT DELETE ROWS"
     )
     conn.execute("TRUNCATE batch_events")
+    # The key is what follows the first ':' of the stream id (kinds hold no ':').
     conn.execute(
         "INSERT INTO batch_events SELECT global_position, stream_id, split_part(stream_id, ':', 1),"
-        " data->>'key', stream_version, event_type, data, data_escaped,"
+        " substr(stream_id, strpos(stream_id, ':') + 1), stream_version, event_type, data_escaped,"
         " row_number() OVER (PARTITION BY stream_id ORDER BY global_position)"
         " FROM events WHERE global_position > %s AND global_position <= %s",
         (after, until),
@@ -106,7 +118,7 @@ _ID = (
 def _apply_round(
     conn: psycopg.Connection[Any], schema: str, spec: TableSpec, rn: int, counts: BatchCounts
 ) -> None:
-    names, exprs = _column_list(spec)
+    names, exprs = _column_list(schema, spec)
     applied = counts.applied[spec.table]
     cur = conn.execute(
         _q(
@@ -119,13 +131,14 @@ def _apply_round(
     )
     applied["removed"] += max(cur.rowcount, 0)
     updates = sql.SQL(", ").join(
-        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in spec.columns
+        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+        for c in (*spec.columns, *spec.references)
     )
     cur = conn.execute(
         _q(
             "INSERT INTO {table} (id, {names}) SELECT " + _ID + ", {exprs} FROM"
-            " (SELECT b.*, CASE WHEN b.escaped THEN powerlog_unmark(b.data->'record') ELSE b.data->'record' END AS r"
-            "  FROM batch_events b"
+            " (SELECT b.*, CASE WHEN b.escaped THEN powerlog_unmark(e.data->'record') ELSE e.data->'record' END AS r"
+            "  FROM batch_events b JOIN events e USING (global_position)"
             "  WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityAdded' OFFSET 0) x"
             " ON CONFLICT ({key}) DO UPDATE SET {updates}",
             schema,
@@ -140,35 +153,24 @@ def _apply_round(
     applied["changed"] += _apply_changes(conn, schema, spec, rn, names, exprs)
 
 
-def _resolve_references(conn: psycopg.Connection[Any], schema: str, spec: TableSpec) -> None:
-    """Point this batch's rows at what they reference, and earlier rows at what this batch added."""
-    for column, (ref_table, ref_key, expr) in spec.references.items():
-        ident = {
-            "table": sql.Identifier(schema, spec.table),
-            "ref": sql.Identifier(schema, ref_table),
-            "col": sql.Identifier(column),
-            "refkey": sql.Identifier(ref_key),
-            "key": sql.Identifier(spec.key_column),
-        }
+def _resolve_dangling(conn: psycopg.Connection[Any], schema: str, spec: TableSpec) -> None:
+    """Point rows left dangling by earlier batches at what this batch added (rows written in this batch
+    resolved theirs as they were written)."""
+    for column, (ref_table, ref_key, _, row_expr) in spec.references.items():
         ref_kind = next(s.kind for s in SPECS if s.table == ref_table)
-        # Rows this batch wrote: resolve (or clear) their reference.
-        conn.execute(
-            sql.SQL(
-                "UPDATE {table} t SET {col} = (SELECT r.id FROM {ref} r WHERE r.{refkey} = " + expr + ")"
-                " FROM (SELECT DISTINCT key FROM batch_events WHERE kind = %s AND event_type <> 'EntityRemoved') b"
-                " WHERE t.{key} = b.key"
-            ).format(**ident),
-            (spec.kind,),
-        )
-        # Earlier rows left dangling whose target this batch added.
         conn.execute(
             sql.SQL(
                 "UPDATE {table} t SET {col} = r.id FROM {ref} r"
                 " WHERE t.{col} IS NULL AND r.{refkey} = "
-                + expr
+                + row_expr
                 + " AND EXISTS (SELECT 1 FROM batch_events b"
                 " WHERE b.kind = %s AND b.event_type = 'EntityAdded' AND b.key = r.{refkey})"
-            ).format(**ident),
+            ).format(
+                table=sql.Identifier(schema, spec.table),
+                ref=sql.Identifier(schema, ref_table),
+                col=sql.Identifier(column),
+                refkey=sql.Identifier(ref_key),
+            ),
             (ref_kind,),
         )
 
@@ -188,8 +190,8 @@ def _apply_changes(
     """
     rows = conn.execute(
         _q(
-            "SELECT b.key, b.data->'patch', b.escaped, " + spec.record_from_row + " FROM batch_events b"
-            " JOIN {table} t ON t.{key} = b.key WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged'",
+            "SELECT b.key, e.data->'patch', b.escaped, " + spec.record_from_row + " FROM batch_events b"
+            " JOIN events e USING (global_position) JOIN {table} t ON t.{key} = b.key WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged'",
             schema,
             spec,
         ),
@@ -230,7 +232,7 @@ def apply_range(
             _apply_round(conn, schema, spec, rn, counts)
     for spec in SPECS:
         if spec.references:
-            _resolve_references(conn, schema, spec)
+            _resolve_dangling(conn, schema, spec)
     conn.execute(
         sql.SQL(
             "INSERT INTO {} (projector, position, updated_at) SELECT p, %s, clock_timestamp() FROM unnest(%s::text[]) p"
