@@ -15,9 +15,8 @@ import sys
 from common import Timer, fresh_database, peak_rss_mb, server, server_version, write_results
 from logfill import fill
 
-from projections import rebuild
+from projections import ddl, rebuild
 from projections.projector import catch_up
-from projections import ddl
 
 
 def ceiling(db: object) -> float:
