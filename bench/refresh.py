@@ -15,6 +15,8 @@ every --read-interval-ms) while the benchmark repeats, for each mode (plain, the
 - `scheduler.refresh(db, concurrently=...)`;
 
 until the mode has had at least 3 refreshes and --min-refresh-seconds of refreshing (or --max-refreshes).
+A control phase ("busy") then keeps one backend spinning on the CPU, touching no table, for as long as the
+median concurrent refresh: what readers see from the CPU a refresh takes away, without any refresh.
 Reader latencies are those of the reads that overlapped a refresh, timed from send to result and also
 from when each read was due (so reads queued behind a stalled one count their wait). Target: during CONCURRENTLY refreshes, reader
 p99 <= 2 x idle p99. Uses DATABASE_URL when set, else a throwaway embedded PostgreSQL.
@@ -35,6 +37,7 @@ from typing import Any
 import psycopg
 import structlog
 from common import fresh_database, peak_rss_mb, server, server_version, write_results
+from psycopg import sql
 
 import scheduler
 from store.connection import Database
@@ -84,6 +87,19 @@ def change_one_percent(db: Database, step: int) -> None:
     with db.connect(autocommit=True) as conn:
         conn.execute("UPDATE powers SET accuracy = accuracy + 1 WHERE id %% 100 = %s", (step % 100,))
         conn.execute("UPDATE projection_checkpoints SET position = position + 1 WHERE projector = 'powers'")
+
+
+def spin(db: Database, seconds: float) -> float:
+    """Keep one backend busy on the CPU for `seconds`, touching no table: the control for a refresh."""
+    start = time.perf_counter()
+    with db.connect(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "DO $$ BEGIN WHILE clock_timestamp() < statement_timestamp() + {} * interval '1 s' LOOP"
+                " END LOOP; END $$"
+            ).format(sql.Literal(seconds))
+        )
+    return time.perf_counter() - start
 
 
 class Reader(threading.Thread):
@@ -178,7 +194,7 @@ def measure_size(db: Database, powers: int, args: argparse.Namespace) -> list[di
     step = 0
     try:
         reader.warm.wait(60)
-        for mode in ("plain", "concurrently"):
+        for mode in ("plain", "concurrently", "busy"):
             windows: list[tuple[float, float]] = []
             seconds: list[float] = []
             while len(seconds) < 3 or (
@@ -193,14 +209,17 @@ def measure_size(db: Database, powers: int, args: argparse.Namespace) -> list[di
                 time.sleep(max(args.min_gap_seconds, seconds[-1] if seconds else 0))
                 idle_windows.append((gap_start, time.perf_counter()))
                 w_start = time.perf_counter()
-                result = scheduler.refresh(db, concurrently=mode == "concurrently")
+                if mode == "busy":
+                    seconds.append(spin(db, rows[-1]["refresh_s"]))
+                else:
+                    result = scheduler.refresh(db, concurrently=mode == "concurrently")
+                    assert result.outcome == "ok" and result.mode == mode, result
+                    seconds.append((result.duration_ms or 0) / 1000)
                 windows.append((w_start, time.perf_counter()))
-                assert result.outcome == "ok" and result.mode == mode, result
-                seconds.append((result.duration_ms or 0) / 1000)
             rows.append(
                 {
                     **_row(reader, powers, mode, windows),
-                    "refreshes": len(seconds),
+                    "refreshes": len(seconds) if mode != "busy" else 0,
                     "refresh_s": round(statistics.median(seconds), 3),
                     "refresh_s_all": [round(s, 3) for s in seconds],
                 }
@@ -231,6 +250,8 @@ def markdown(version: str, args: argparse.Namespace, rows: list[dict[str, Any]])
         "the benchmark (the machine is shared) falls on both alike. p50/p99/max: each read from send to result.",
         "Queued p99: each read from when it was due, so reads that could not be sent while an earlier one was",
         "stalled count their wait (what a steady stream of API requests would see).",
+        "Busy (control): instead of a refresh, one backend spins on the CPU for as long as the median concurrent",
+        "refresh, touching no table (the machine has 2 cores for server, reader and everything else).",
         f"Target: during CONCURRENTLY refreshes reader p99 <= {TARGET_RATIO:g} x idle p99.",
         "",
         "| powers | phase | refreshes | refresh s | reads | p50 ms | p99 ms | max ms | p99 / idle | "

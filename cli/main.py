@@ -9,7 +9,7 @@ import psycopg
 import typer
 from rich.text import Text
 
-from cli import db, demo, projecting
+from cli import audit, db, demo, projecting
 from cli.context import err_console
 from cli.importing import import_command
 from cli.logs import configure, redact_text
@@ -28,6 +28,11 @@ app.command(name="import")(import_command)
 app.command(name="project")(projecting.project_command)
 app.command(name="rebuild")(projecting.rebuild_command)
 app.command(name="status")(projecting.status_command)
+app.command(name="history")(audit.history_command)
+app.command(name="diff")(audit.diff_command)
+app.command(name="replay")(audit.replay_command)
+app.command(name="export")(audit.export_command)
+app.command(name="verify")(audit.verify_command)
 
 
 @app.callback()

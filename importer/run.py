@@ -152,7 +152,7 @@ def _run(
             _finish(conn, meta, result)
             return
         heads = {h.stream_id: h for h in log.stream_heads(conn)}
-        differ = Differ(heads, _fetch_records(conn), counts=result.counts)
+        differ = Differ(heads, _fetch_records(conn), batch_size=db.settings.import_batch, counts=result.counts)
         import_id: int | None = None
         pending: list[log.Pending] = []
         batches = 0
@@ -170,17 +170,15 @@ def _run(
                 import_id = imports.begin(conn, meta)
                 result.import_id = import_id
                 structlog.contextvars.bind_contextvars(import_id=import_id)
-            appended = log.append(conn, import_id, pending)
+            size = db.settings.import_batch
+            for start in range(0, len(pending), size):
+                appended = log.append(conn, import_id, pending[start : start + size])
+                batches += 1
+                if appended is not None:
+                    first = result.appended.first_position if result.appended else appended.first_position
+                    result.appended = log.Appended(first, appended.last_position, appended.head)
+                _fault("after_batch", batches)
             pending.clear()
-            batches += 1
-            if appended is not None:
-                if result.appended is None:
-                    result.appended = appended
-                else:
-                    result.appended = log.Appended(
-                        result.appended.first_position, appended.last_position, appended.head
-                    )
-            _fault("after_batch", batches)
 
         for rec in reader:
             file = rec.location.partition(":")[0]

@@ -9,8 +9,19 @@ from typing import Any
 
 import psycopg
 
-from events import JSON, EntityAdded, EntityChanged, Event, decode_event, fold, same
-from events.errors import PowerlogError
+from events import (
+    JSON,
+    EntityAdded,
+    EntityChanged,
+    Event,
+    apply,
+    content_hash,
+    decode_event,
+    event_type,
+    fold,
+    same,
+)
+from events.errors import FoldError, PatchError, PowerlogError
 from events.patch import unescape
 from store import imports
 from store.imports import ImportRow
@@ -378,10 +389,55 @@ def _field_changes(
     conn: psycopg.Connection[Any], stream_ids: list[str], pos_a: int, pos_b: int
 ) -> Iterator[tuple[str, list[str]]]:
     """For each stream, the top-level fields whose value differs between the two positions."""
-    for sid, events in stream_events(conn, stream_ids, max(pos_a, pos_b)):
-        a = fold(ev for p, ev in events if p <= pos_a)
-        b = fold(ev for p, ev in events if p <= pos_b)
-        yield sid, top_level_differences(a, b)
+    lo, hi = sorted((pos_a, pos_b))
+    for sid, events in stream_events(conn, stream_ids, hi):
+        older, newer = fold_twice(sid, events, lo, hi)
+        yield (
+            sid,
+            top_level_differences(older, newer) if pos_a <= pos_b else top_level_differences(newer, older),
+        )
+
+
+def fold_twice(sid: str, events: list[tuple[int, Event]], lo: int, hi: int) -> tuple[JSON, JSON]:
+    """A stream's record after position `lo` and after `hi` (lo <= hi), folding the events once.
+
+    When only changes lie between, their patches are applied field by field to the first record: only the
+    top-level fields they touch are copied (a real power's Effects are large), the others are shared, and
+    the result is checked once against the last change's hash.
+    """
+    before = [ev for p, ev in events if p <= lo]
+    between = [ev for p, ev in events if lo < p <= hi]
+    older = fold(before)
+    changes = [ev for ev in between if isinstance(ev, EntityChanged)]
+    if not between:
+        return older, older
+    if not isinstance(older, dict) or len(changes) != len(between):
+        return older, fold(before + between)
+    expected = next(ev.hash for ev in reversed(before) if isinstance(ev, EntityAdded | EntityChanged))
+    by_field: dict[str, list[dict[str, Any]]] = {}
+    for ev in changes:
+        if ev.previous_hash != expected:
+            raise FoldError(
+                f"{sid}: {event_type(ev)} expects previous hash {ev.previous_hash}, stream is at {expected}"
+            )
+        expected = ev.hash
+        for op in ev.patch:
+            path = op.get("path")
+            if not isinstance(path, str) or not path.startswith("/"):
+                # The whole record replaced (or a malformed op): fold it the plain way.
+                return older, fold(before + between)
+            by_field.setdefault(unescape(path[1:].split("/", 1)[0]), []).append(op)
+    newer = dict(older)
+    try:
+        for name, ops in by_field.items():
+            part = apply({name: older[name]} if name in older else {}, ops)
+            newer.pop(name, None)
+            newer.update(part)
+    except PatchError as exc:
+        raise FoldError(f"{sid}: {exc}") from exc
+    if content_hash(newer) != expected:
+        raise FoldError(f"{sid}: patched record does not hash to {expected}")
+    return older, newer
 
 
 def top_level_differences(a: JSON, b: JSON) -> list[str]:
@@ -389,5 +445,9 @@ def top_level_differences(a: JSON, b: JSON) -> list[str]:
     if not isinstance(a, dict) or not isinstance(b, dict):
         return [""]
     missing = object()
-    return sorted(f for f in a.keys() | b.keys() if not same(a.get(f, missing), b.get(f, missing)))
-
+    return sorted(
+        f
+        for f in a.keys() | b.keys()
+        # Fields shared by both records (not copied by fold_twice) are the same without a look.
+        if a.get(f, missing) is not b.get(f, missing) and not same(a.get(f, missing), b.get(f, missing))
+    )

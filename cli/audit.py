@@ -1,0 +1,245 @@
+"""`powerlog history`, `diff`, `replay`, `export` and `verify`: audits of the log and the read tables."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+import projections
+from cli.context import console, migrated_database
+from events import canonical_bytes
+from projections import audit as table_audit
+from projections.export import export
+from store import audit
+from store.log import Head
+
+MAX_KEYS_SHOWN = 20
+MAX_FIELDS_SHOWN = 15
+MAX_VALUE_CHARS = 70
+
+
+class Kind(StrEnum):
+    archetype = "archetype"
+    powerset = "powerset"
+    power = "power"
+    enhancement = "enhancement"
+    enhancement_set = "enhancement_set"
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _short(value: Any) -> str:
+    text = canonical_bytes(value).decode()
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def _release(ref: audit.ImportRef) -> str:
+    label = f", {ref.label}" if ref.label else ""
+    return f"import {ref.id} (release {ref.source_version or '?'} of {ref.source_date or '?'}{label})"
+
+
+def history_command(
+    kind: Annotated[Kind, typer.Argument(help="The entity's kind.")],
+    key: Annotated[str, typer.Argument(help="Its natural key, e.g. Blaster_Ranged.Fire_Blast.Flares.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Every event of one entity, with the import that brought it and, for changes, each changed path's
+    old and new value."""
+    db = migrated_database()
+    with db.connect(autocommit=True) as conn:
+        entries = audit.history(conn, kind.value, key)
+    if as_json:
+        _echo_json({"kind": kind.value, "key": key, "events": [e.as_dict() for e in entries]})
+        return
+    console.print(f"[bold]{kind.value} {escape(key)}[/]: {len(entries)} event(s)")
+    for e in entries:
+        what = f"{e.event_type} (v{e.stream_version}) at position {e.position}, {_release(e.import_ref)}"
+        if e.changes:
+            what += f": {len(e.changes)} path(s) changed"
+        console.print(escape(what), highlight=False)
+        if not e.changes:
+            continue
+        table = Table(box=None, padding=(0, 2, 0, 4), show_edge=False)
+        for col in ("path", "old", "new"):
+            table.add_column(col, overflow="fold")
+        for c in e.changes:
+            table.add_row(
+                escape(c.path),
+                escape(_short(c.old)) if c.had_old else "—",
+                escape(_short(c.new)) if c.has_new else "—",
+            )
+        console.print(table)
+
+
+def diff_command(
+    before: Annotated[int, typer.Argument(help="Import id: the state after this import…")],
+    after: Annotated[int, typer.Argument(help="…compared with the state after this one.")],
+    kind: Annotated[Kind | None, typer.Option("--kind", help="Only this kind.")] = None,
+    key_like: Annotated[
+        str | None,
+        typer.Option("--key-like", help="Only keys matching this SQL LIKE pattern, e.g. 'Blaster%'."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """What was added, changed, removed or left unchanged between the log after import BEFORE and after
+    import AFTER, per kind, and how many changed entities differ in each top-level field."""
+    db = migrated_database()
+    with db.connect(autocommit=True) as conn:
+        result = audit.diff_imports(conn, before, after, kind.value if kind else None, key_like)
+    if as_json:
+        _echo_json(result.as_dict())
+        return
+    a, b = audit.ImportRef.of(result.before), audit.ImportRef.of(result.after)
+    table = Table(title=escape(f"{_release(a)} → {_release(b)}"))
+    table.add_column("kind")
+    for col in ("added", "changed", "removed", "unchanged"):
+        table.add_column(col, justify="right")
+    for k, d in result.kinds.items():
+        table.add_row(k, *(f"{n:,}" for n in d.counts().values()))
+    console.print(table)
+    for k, d in result.kinds.items():
+        if d.fields:
+            shown = list(d.fields.items())[:MAX_FIELDS_SHOWN]
+            more = len(d.fields) - len(shown)
+            text = ", ".join(f"{f or '(whole record)'} {n:,}" for f, n in shown)
+            console.print(
+                escape(f"{k}: fields changed among {d.changed:,} changed: {text}")
+                + (f" and {more} more field(s)" if more else ""),
+                highlight=False,
+            )
+        for what, keys in (("added", d.added_keys), ("removed", d.removed_keys)):
+            if keys:
+                listed = ", ".join(keys[:MAX_KEYS_SHOWN]) + (" …" if len(keys) > MAX_KEYS_SHOWN else "")
+                console.print(escape(f"{k} {what}: {listed}"), highlight=False)
+
+
+def replay_command(
+    as_of: Annotated[int, typer.Option("--as-of", help="Import id: build the tables as they were after it.")],
+    schema: Annotated[str, typer.Option("--schema", help="Schema to build them in.")],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Drop and rebuild SCHEMA if it already exists.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Build the read tables and power_build_summary exactly as they were after import AS_OF, from the log
+    alone, into SCHEMA; the live tables are not touched."""
+    db = migrated_database()
+    counts = projections.replay(db, as_of, schema, replace=replace)
+    with db.connect(autocommit=True) as conn:
+        rows = table_audit.schema_rows(conn, schema)
+    if as_json:
+        _echo_json(
+            {
+                "schema": schema,
+                "as_of": as_of,
+                "position": counts.position,
+                "events": counts.events,
+                "rows": rows,
+            }
+        )
+        return
+    table = Table(title=escape(f"schema {schema}: as after import {as_of} (position {counts.position})"))
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in rows.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    console.print(f"replayed {counts.events:,} events", highlight=False)
+
+
+def export_command(
+    out: Annotated[Path, typer.Argument(help="Directory to write the export into (new or empty).")],
+    as_of: Annotated[
+        int, typer.Option("--as-of", help="Import id: export the records as they were after it.")
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into a non-empty OUT: replaces I12.json, EnhDB.json, PowerSets.json, PowerPools.json"
+            " and db/ there, nothing else.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Write a Mids Reborn export directory (I12.json, EnhDB.json, db/<FullName>.json) from the log alone,
+    whose records are those the log held after import AS_OF."""
+    db = migrated_database()
+    result = export(db, as_of, out, force=force)
+    if as_json:
+        _echo_json(result.as_dict())
+        return
+    table = Table(title=escape(f"export of import {as_of} (position {result.position}) to {result.out}"))
+    table.add_column("kind")
+    table.add_column("records", justify="right")
+    for k, n in result.records.items():
+        table.add_row(k, f"{n:,}")
+    console.print(table)
+    console.print(f"{result.files:,} files written", highlight=False)
+
+
+def _parse_head(text: str | None) -> Head | None:
+    if text is None:
+        return None
+    try:
+        head = Head.parse(text)
+    except ValueError:
+        head = None
+    if head is None or head.position < 1 or len(head.chain_hash) != 32:
+        raise typer.BadParameter("expected POSITION:HASH as `powerlog import` prints it", param_hint="--head")
+    return head
+
+
+def verify_command(
+    head: Annotated[
+        str | None,
+        typer.Option(
+            "--head",
+            metavar="POSITION:HASH",
+            help="A log head kept outside the database (printed by each import): fail if the log no longer"
+            " reaches it.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Check the log's hash chain, that it still reaches a kept head, and that rebuilding the read tables
+    from the log gives the live ones (and the fingerprint recorded with the last import). Exit 1 if not."""
+    kept = _parse_head(head)
+    report = table_audit.verify(migrated_database(), kept)
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        _print_report(report)
+    report.raise_for_failures()
+
+
+def _print_report(report: table_audit.VerifyReport) -> None:
+    ok, bad = "[green]ok[/]", "[bold red]FAILED[/]"
+    if report.chain_error is None:
+        assert report.chain_head is not None
+        console.print(f"chain: {ok}, {report.chain_head.position:,} events, head {report.chain_head}")
+    else:
+        console.print(f"chain: {bad}: {escape(str(report.chain_error))}")
+    if report.kept_head is not None:
+        status = ok if report.head_error is None else f"{bad}: {escape(str(report.head_error))}"
+        console.print(f"kept head {report.kept_head}: {status}")
+    if report.rebuild_error is not None:
+        console.print(f"rebuild at position {report.checkpoint}: {bad}: {escape(report.rebuild_error)}")
+    else:
+        differ = [t.table for t in report.tables if not t.ok]
+        status = ok if not differ else f"{bad}: differ: {', '.join(differ)}"
+        console.print(f"read tables vs rebuild from the log at position {report.checkpoint}: {status}")
+    fp = report.fingerprint
+    if fp is not None:
+        if fp.recorded is None:
+            console.print(f"fingerprint of import {fp.import_id}: not recorded")
+        else:
+            console.print(f"fingerprint of import {fp.import_id}: {ok if fp.ok else bad}")
