@@ -279,3 +279,31 @@ def test_status_json(dsn: str) -> None:
     with db.connect() as conn:
         # Recorded with the import once the projection reached its last position.
         assert conn.execute("SELECT fingerprint FROM imports WHERE id = 1").fetchone() == (fingerprint(conn),)
+
+
+def test_pool_powers_have_no_archetype_but_stay_in_the_summary(dsn: str, tmp_path: Any) -> None:
+    """Pool powersets name no archetype: the view's outer join keeps their powers, with a NULL archetype."""
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(SAMPLES / "mids-20.1224", export)
+    pool = {
+        "FullName": "Pool.Test_Pool",
+        "DisplayName": "Test Pool",
+        "SetType": 4,
+        "ATClass": "",
+        "GroupName": "Pool",
+        "Powers": [{"FullName": "Pool.Test_Pool.Hop", "DisplayName": "Hop", "Level": 4, "Effects": []}],
+    }
+    (export / "db" / "Player" / "Pool.Test_Pool.json").write_text(json.dumps(pool))
+    db = Database(settings_for(dsn))
+    run_import(db, export)
+    projections.project(db)
+    assert scheduler.refresh(db).outcome == "ok"
+    with db.connect() as conn:
+        row = conn.execute(
+            "SELECT powerset_name, archetype_name, damage_scale, effect_groups FROM power_build_summary"
+            " WHERE full_name = 'Pool.Test_Pool.Hop'"
+        ).fetchone()
+        assert row == ("Test Pool", None, None, {})
+        assert count(conn, "power_build_summary") == 22
