@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from cli import audit, db, demo, projecting
+from cli import scheduler as scheduler_cli
 from cli.context import err_console
 from cli.importing import import_command
 from cli.logs import configure, redact_text
@@ -23,6 +24,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db.app, name="db")
+app.add_typer(scheduler_cli.app, name="scheduler")
+app.command(name="refresh")(scheduler_cli.refresh_command)
 app.command(name="demo")(demo.demo)
 app.command(name="import")(import_command)
 app.command(name="project")(projecting.project_command)
