@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 from typing import Any
 
@@ -117,15 +118,22 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="36000,360000")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     with server() as admin:
         version = server_version(admin)
         for n in sizes:
-            with fresh_database(admin) as db:
-                store_s, data_bytes, _ = through_store(db, n)
-                copy_s = bare_copy(db)
+            store_runs, copy_runs = [], []
+            for _ in range(args.repeat):
+                with fresh_database(admin) as db:
+                    store_s, data_bytes, _ = through_store(db, n)
+                    copy_s = bare_copy(db)
+                store_runs.append(store_s)
+                copy_runs.append(copy_s)
+                print(f"{n} events: store {store_s:.2f} s, bare COPY {copy_s:.2f} s", file=sys.stderr)
+            store_s, copy_s = statistics.median(store_runs), statistics.median(copy_runs)
             row = {
                 "events": n,
                 "mb": round(data_bytes / 1e6, 1),
@@ -135,13 +143,15 @@ def main() -> None:
                 "copy_events_per_s": round(n / copy_s),
                 "ratio": round(copy_s / store_s, 3),
                 "peak_rss_mb": round(peak_rss_mb()),
+                "store_runs_s": [round(x, 2) for x in store_runs],
+                "copy_runs_s": [round(x, 2) for x in copy_runs],
             }
             rows.append(row)
-            print(row, file=sys.stderr)
     md = [
         "# Append benchmark (`bench/append.py`)",
         "",
-        f"PostgreSQL {version}; events of about 1 KB of canonical JSON; one import (one transaction) per size.",
+        f"PostgreSQL {version}; events of about 1 KB of canonical JSON; one import (one transaction) per size;"
+        f" median of {args.repeat} runs, each on a fresh database.",
         "Store = `store.log.append` in chunks of 10,000 (encode, chain hash, binary COPY into `events`, `streams` kept in the",
         "same transaction). Ceiling = a bare binary `COPY` of the very same rows into an identical table.",
         "",

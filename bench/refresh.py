@@ -155,6 +155,33 @@ class Reader(threading.Thread):
         ]
 
 
+class Monitor(threading.Thread):
+    """Samples the reader's backend in pg_stat_activity every few ms: did it ever wait on a lock?"""
+
+    def __init__(self, db: Database, pid: int, period_s: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.db = db
+        self.pid = pid
+        self.period_s = period_s
+        self.samples: list[tuple[float, str | None, str | None]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with self.db.connect(autocommit=True) as conn:
+            while not self.stop.wait(self.period_s):
+                row = conn.execute(
+                    "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", (self.pid,)
+                ).fetchone()
+                if row:
+                    self.samples.append((time.perf_counter(), row[0], row[1]))
+
+    def lock_waits(self, windows: list[tuple[float, float]]) -> int:
+        """Samples inside the windows that caught the reader waiting on a heavyweight lock."""
+        return sum(
+            1 for t, kind, _ in self.samples if kind == "Lock" and any(a <= t <= b for a, b in windows)
+        )
+
+
 def summary(latencies: list[float]) -> dict[str, Any]:
     if not latencies:
         return {"reads": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
@@ -171,9 +198,12 @@ def summary(latencies: list[float]) -> dict[str, Any]:
     }
 
 
-def _row(reader: Reader, powers: int, phase: str, windows: list[tuple[float, float]]) -> dict[str, Any]:
+def _row(
+    reader: Reader, monitor: Monitor, powers: int, phase: str, windows: list[tuple[float, float]]
+) -> dict[str, Any]:
     queued = summary(reader.latencies_ms(windows))
     return {
+        "lock_wait_samples": monitor.lock_waits(windows),
         "powers": powers,
         "phase": phase,
         **summary(reader.latencies_ms(windows, from_due=False)),
@@ -188,7 +218,9 @@ def measure_size(db: Database, powers: int, args: argparse.Namespace) -> list[di
     populate(db, powers, args.row_bytes)
     print(f"{powers:,} powers populated in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     reader = Reader(db, powers, args.read_interval_ms / 1000)
+    monitor = Monitor(db, reader.conn.info.backend_pid)
     reader.start()
+    monitor.start()
     rows: list[dict[str, Any]] = []
     idle_windows: list[tuple[float, float]] = []
     step = 0
@@ -218,16 +250,20 @@ def measure_size(db: Database, powers: int, args: argparse.Namespace) -> list[di
                 windows.append((w_start, time.perf_counter()))
             rows.append(
                 {
-                    **_row(reader, powers, mode, windows),
+                    **_row(reader, monitor, powers, mode, windows),
                     "refreshes": len(seconds) if mode != "busy" else 0,
                     "refresh_s": round(statistics.median(seconds), 3),
                     "refresh_s_all": [round(s, 3) for s in seconds],
                 }
             )
-        rows.insert(0, {**_row(reader, powers, "idle", idle_windows), "refreshes": 0, "refresh_s": None})
+        rows.insert(
+            0, {**_row(reader, monitor, powers, "idle", idle_windows), "refreshes": 0, "refresh_s": None}
+        )
     finally:
         reader.stop.set()
+        monitor.stop.set()
         reader.join()
+        monitor.join()
     idle = rows[0]
     for row in rows:
         for key in ("p99_ms", "queued_p99_ms"):
@@ -252,18 +288,20 @@ def markdown(version: str, args: argparse.Namespace, rows: list[dict[str, Any]])
         "stalled count their wait (what a steady stream of API requests would see).",
         "Busy (control): instead of a refresh, one backend spins on the CPU for as long as the median concurrent",
         "refresh, touching no table (the machine has 2 cores for server, reader and everything else).",
+        "Lock-wait samples: a third connection samples the reader's wait_event_type in pg_stat_activity every",
+        "5 ms; the count of samples in the phase that found it waiting on a lock.",
         f"Target: during CONCURRENTLY refreshes reader p99 <= {TARGET_RATIO:g} x idle p99.",
         "",
         "| powers | phase | refreshes | refresh s | reads | p50 ms | p99 ms | max ms | p99 / idle | "
-        "queued p99 ms | queued p99 / idle |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "queued p99 ms | queued p99 / idle | lock-wait samples |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         refresh_s = "—" if r["refresh_s"] is None else f"{r['refresh_s']:.3f}"
         lines.append(
             f"| {r['powers']:,} | {r['phase']} | {r['refreshes']} | {refresh_s} | {r['reads']:,} | "
             f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['p99_vs_idle']} | "
-            f"{r['queued_p99_ms']} | {r['queued_p99_vs_idle']} |"
+            f"{r['queued_p99_ms']} | {r['queued_p99_vs_idle']} | {r['lock_wait_samples']} |"
         )
 
     def missed(key: str) -> list[str]:

@@ -193,7 +193,7 @@ def status_command(
     fresh = "stale" if v["stale"] else "fresh"
     console.print(
         f"[bold]power_build_summary[/] {fresh}: {st['rows']['power_build_summary']:,} rows, refreshed at position "
-        f"{v['refreshed_position']} (source at {v['source_position']}), last refresh {v['last_refresh_at'] or 'never'}"
+        f"{v['refreshed_position'] if v['refreshed_position'] is not None else 'none yet'} (source at {v['source_position']}), last refresh {v['last_refresh_at'] or 'never'}"
         + (f" in {v['last_refresh_duration_ms']:.0f} ms" if v["last_refresh_duration_ms"] else "")
         + (f"; {v['failures_since_last_ok']} failed since" if v["failures_since_last_ok"] else "")
     )
