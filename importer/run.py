@@ -78,13 +78,7 @@ def _fault(point: str, batches: int = 0) -> None:
 
 
 def _fetch_records(conn: psycopg.Connection[Any]) -> Callable[[list[str]], dict[str, bytes]]:
-    def fetch(stream_ids: list[str]) -> dict[str, bytes]:
-        rows = conn.execute(
-            "SELECT stream_id, record FROM streams WHERE stream_id = ANY(%s)", (stream_ids,)
-        ).fetchall()
-        return {r[0]: bytes(r[1]) for r in rows}
-
-    return fetch
+    return lambda stream_ids: log.current_records(conn, stream_ids)
 
 
 def run_import(

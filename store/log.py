@@ -18,7 +18,7 @@ import structlog
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from events import Event, canonical_bytes, decode, decode_event, encode_event, event_type, stream_id
+from events import EntityChanged, EntityRemoved, Event, canonical_bytes, decode, decode_event, encode_event, event_type, stream_id
 from store.errors import ChainError, ConcurrencyError, LockBusy
 from store.nul import from_jsonb, to_jsonb
 
@@ -151,7 +151,7 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
     position = start.position
     previous = start.chain_hash
     # Last state per stream: a batch may hold several events of one stream.
-    streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, int]] = {}
+    streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, bool, int]] = {}
     expected_next: dict[str, int] = {}
     with conn.cursor() as cur:
         try:
@@ -193,13 +193,17 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
                     )
                     first = streams.get(sid)
                     base = first[2] if first else pending.expected_version
+                    # An Added event holds the whole record: `streams` points at it (last_position) instead
+                    # of writing it a second time; only records built by a patch are stored inline.
+                    inline = pending.record if isinstance(ev, EntityChanged) else None
                     streams[sid] = (
                         ev.kind,
                         ev.key,
                         base,
                         version,
                         getattr(ev, "hash", None),
-                        pending.record,
+                        inline,
+                        isinstance(ev, EntityRemoved),
                         position,
                     )
         except psycopg.errors.UniqueViolation as exc:
@@ -227,7 +231,7 @@ def _stale(exc: psycopg.errors.UniqueViolation) -> ConcurrencyError:
 
 
 def _write_streams(
-    cur: psycopg.Cursor[Any], streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, int]]
+    cur: psycopg.Cursor[Any], streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, bool, int]]
 ) -> None:
     new = [(sid, *s) for sid, s in streams.items() if s[2] == 0]
     old = [(sid, *s) for sid, s in streams.items() if s[2] != 0]
@@ -240,8 +244,8 @@ def _write_streams(
                 )
             ) as copy:
                 copy.set_types(_STREAM_TYPES)
-                for sid, kind, key, _base, version, digest, record, pos in new:
-                    copy.write_row((sid, kind, key, version, digest, record, record is None, pos))
+                for sid, kind, key, _base, version, digest, record, removed, pos in new:
+                    copy.write_row((sid, kind, key, version, digest, record, removed, pos))
         except psycopg.errors.UniqueViolation as exc:
             raise ConcurrencyError(
                 f"a stream expected to be new already exists ({exc.diag.message_detail}); "
@@ -260,8 +264,8 @@ def _write_streams(
         " FROM STDIN (FORMAT BINARY)"
     ) as copy:
         copy.set_types(["text", "text", "text", "int4", "int4", "text", "bytea", "bool", "int8"])
-        for sid, kind, key, base, version, digest, record, pos in old:
-            copy.write_row((sid, kind, key, base, version, digest, record, record is None, pos))
+        for sid, kind, key, base, version, digest, record, removed, pos in old:
+            copy.write_row((sid, kind, key, base, version, digest, record, removed, pos))
     cur.execute(
         "UPDATE streams s SET version = p.version, hash = p.hash, record = p.record, removed = p.removed,"
         " last_position = p.last_position FROM pending_streams p"
@@ -396,15 +400,23 @@ class StreamHead(NamedTuple):
     key: str
     version: int
     hash: str | None
-    record: bytes | None
     removed: bool
 
 
-def stream_heads(conn: psycopg.Connection[Any], with_records: bool = False) -> Iterator[StreamHead]:
-    """Every stream's current state, streamed from the server (records only when asked: they are big)."""
-    record = "record" if with_records else "NULL::bytea"
+def stream_heads(conn: psycopg.Connection[Any]) -> Iterator[StreamHead]:
+    """Every stream's version and hash, streamed from the server (records: `current_records`)."""
     with conn.cursor() as cur:
-        for row in cur.stream(f"SELECT stream_id, kind, key, version, hash, {record}, removed FROM streams"):
-            yield StreamHead(
-                row[0], row[1], row[2], row[3], row[4], None if row[5] is None else bytes(row[5]), row[6]
-            )
+        for row in cur.stream("SELECT stream_id, kind, key, version, hash, removed FROM streams"):
+            yield StreamHead(*row)
+
+
+def current_records(conn: psycopg.Connection[Any], stream_ids: Sequence[str]) -> dict[str, bytes]:
+    """The current record (JSON bytes) of each live stream asked for: stored inline in `streams` when a
+    patch made it, else read from the Added event that holds it."""
+    rows = conn.execute(
+        "SELECT s.stream_id, s.record, CASE WHEN s.record IS NULL THEN (e.data->'record')::text END"
+        " FROM streams s LEFT JOIN events e ON e.global_position = s.last_position AND s.record IS NULL"
+        " WHERE s.stream_id = ANY(%s) AND NOT s.removed",
+        (list(stream_ids),),
+    ).fetchall()
+    return {sid: bytes(inline) if inline is not None else from_jsonb(text.encode()) for sid, inline, text in rows}
