@@ -11,6 +11,7 @@ import argparse
 import random
 import statistics
 import sys
+import tempfile
 from typing import Any
 
 from common import Timer, fresh_database, peak_rss_mb, server, server_version, write_results
@@ -96,18 +97,19 @@ def bare_copy(db: Any) -> float:
             "CREATE TABLE events_ceiling (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
         )
         conn.commit()
-        # Read the rows back as COPY binary first, so the timed part is nothing but the server taking them.
-        payload = bytearray()
-        with conn.cursor().copy("COPY events TO STDOUT (FORMAT BINARY)") as out:
-            for block in out:
-                payload += block
-        conn.commit()
-        with Timer() as t:
-            with conn.cursor().copy("COPY events_ceiling FROM STDIN (FORMAT BINARY)") as cp:
-                view = memoryview(payload)
-                for off in range(0, len(view), 1 << 20):
-                    cp.write(view[off : off + (1 << 20)])
+        # Read the rows back as COPY binary first (to a file, not memory), so the timed part is nothing but
+        # the server taking them.
+        with tempfile.TemporaryFile() as payload:
+            with conn.cursor().copy("COPY events TO STDOUT (FORMAT BINARY)") as out:
+                for block in out:
+                    payload.write(block)
             conn.commit()
+            payload.seek(0)
+            with Timer() as t:
+                with conn.cursor().copy("COPY events_ceiling FROM STDIN (FORMAT BINARY)") as cp:
+                    while block := payload.read(1 << 20):
+                        cp.write(block)
+                conn.commit()
         conn.execute("DROP TABLE events_ceiling")
         conn.commit()
     return t.seconds

@@ -399,12 +399,10 @@ def _field_changes(
 
 
 def fold_twice(sid: str, events: list[tuple[int, Event]], lo: int, hi: int) -> tuple[JSON, JSON]:
-    """A stream's record after position `lo` and after `hi` (lo <= hi), folding the events once.
-
-    When only changes lie between, their patches are applied field by field to the first record: only the
-    top-level fields they touch are copied (a real power's Effects are large), the others are shared, and
-    the result is checked once against the last change's hash.
-    """
+    """A stream's record after position `lo` and after `hi` (lo <= hi), folding its events once."""
+    # When only changes lie between, their patches go on the first record field by field: only the
+    # top-level fields they touch are copied (a real power's Effects are large), the rest is shared, and
+    # the result is checked once against the last change's hash.
     before = [ev for p, ev in events if p <= lo]
     between = [ev for p, ev in events if lo < p <= hi]
     older = fold(before)

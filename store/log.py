@@ -18,7 +18,18 @@ import structlog
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from events import EntityChanged, EntityRemoved, Event, canonical_bytes, decode, decode_event, encode_event, event_type, stream_id
+from events import (
+    EntityChanged,
+    EntityRemoved,
+    Event,
+    canonical_bytes,
+    decode,
+    decode_event,
+    encode_event,
+    event_type,
+    stream_id,
+)
+from store import binary_copy
 from store.errors import ChainError, ConcurrencyError, LockBusy
 from store.nul import from_jsonb, to_jsonb
 
@@ -41,10 +52,7 @@ _EVENT_COLUMNS = (
     "chain_hash",
     "data_escaped",
 )
-# jsonb's binary input is a version byte (1) then the JSON text: the payload is already canonical JSON,
-# so it goes over as bytes, without a second encoding through psycopg's Jsonb dumper.
-_EVENT_TYPES = ("int8", "text", "int4", "text", "int4", "bytea", "int8", "bytea", "bool")
-_JSONB_V1 = b"\x01"
+
 _STREAM_COLUMNS = ("stream_id", "kind", "key", "version", "hash", "record", "removed", "last_position")
 _STREAM_TYPES = ("text", "text", "text", "int4", "text", "bytea", "bool", "int8")
 
@@ -155,14 +163,16 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
     expected_next: dict[str, int] = {}
     with conn.cursor() as cur:
         try:
-            # A writer thread sends while this one encodes and hashes: two cores, both busy.
+            # A writer thread sends while this one encodes and hashes: two cores, both busy. Rows are
+            # built by store.binary_copy and sent in blocks of about 1 MB.
             with cur.copy(
                 sql.SQL("COPY events ({}) FROM STDIN (FORMAT BINARY)").format(
                     sql.SQL(", ").join(map(sql.Identifier, _EVENT_COLUMNS))
                 ),
                 writer=QueuedLibpqWriter(cur),
             ) as copy:
-                copy.set_types(_EVENT_TYPES)
+                block = [binary_copy.SIGNATURE]
+                size = 0
                 for pending in batch:
                     ev = pending.event
                     sid = stream_id(ev.kind, ev.key)
@@ -178,18 +188,16 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
                     etype, schema, data = event_type(ev), ev.schema_version, encode_event(ev, pending.record)
                     previous = chain_hash(previous, position, sid, version, etype, schema, import_id, data)
                     stored = to_jsonb(data)
-                    copy.write_row(
-                        (
-                            position,
-                            sid,
-                            version,
-                            etype,
-                            schema,
-                            _JSONB_V1 + stored,
-                            import_id,
-                            previous,
-                            stored is not data,
-                        )
+                    row = binary_copy.event_row(
+                        position,
+                        sid.encode(),
+                        version,
+                        etype.encode(),
+                        schema,
+                        stored,
+                        import_id,
+                        previous,
+                        stored is not data,
                     )
                     first = streams.get(sid)
                     base = first[2] if first else pending.expected_version
@@ -206,6 +214,13 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
                         isinstance(ev, EntityRemoved),
                         position,
                     )
+                    block.append(row)
+                    size += len(row)
+                    if size > 1 << 20:
+                        copy.write(b"".join(block))
+                        block, size = [], 0
+                block.append(binary_copy.TRAILER)
+                copy.write(b"".join(block))
         except psycopg.errors.UniqueViolation as exc:
             raise _stale(exc) from None
         _write_streams(cur, streams)
@@ -231,7 +246,8 @@ def _stale(exc: psycopg.errors.UniqueViolation) -> ConcurrencyError:
 
 
 def _write_streams(
-    cur: psycopg.Cursor[Any], streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, bool, int]]
+    cur: psycopg.Cursor[Any],
+    streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, bool, int]],
 ) -> None:
     new = [(sid, *s) for sid, s in streams.items() if s[2] == 0]
     old = [(sid, *s) for sid, s in streams.items() if s[2] != 0]
@@ -353,6 +369,7 @@ def verify_chain(conn: psycopg.Connection[Any], batch_size: int = 10000) -> Head
             (after, batch_size),
         ).fetchall()
         if not rows:
+            _check_imports(conn)
             return Head(expected_position, previous)
         for pos, sid, version, etype, schema, data, import_id, stored in rows:
             expected_position += 1
@@ -377,6 +394,18 @@ def verify_chain(conn: psycopg.Connection[Any], batch_size: int = 10000) -> Head
                     "that event or one before it was altered",
                 )
         after = rows[-1][0]
+
+
+def _check_imports(conn: psycopg.Connection[Any]) -> None:
+    # events.import_id has no foreign key (see migration 0003): its integrity is checked here instead.
+    row = conn.execute(
+        "SELECT min(e.global_position), min(e.import_id) FROM events e LEFT JOIN imports i ON i.id = e.import_id"
+        " WHERE i.id IS NULL OR i.status <> 'completed'"
+    ).fetchone()
+    if row is not None and row[0] is not None:
+        raise ChainError(
+            int(row[0]), f"position {row[0]} belongs to import {row[1]}, which is missing or not completed"
+        )
 
 
 def check_head(conn: psycopg.Connection[Any], kept: Head) -> None:
@@ -419,4 +448,6 @@ def current_records(conn: psycopg.Connection[Any], stream_ids: Sequence[str]) ->
         " WHERE s.stream_id = ANY(%s) AND NOT s.removed",
         (list(stream_ids),),
     ).fetchall()
-    return {sid: bytes(inline) if inline is not None else from_jsonb(text.encode()) for sid, inline, text in rows}
+    return {
+        sid: bytes(inline) if inline is not None else from_jsonb(text.encode()) for sid, inline, text in rows
+    }

@@ -68,7 +68,10 @@ def test_append_then_read_back(dsn: str, conn: psycopg.Connection[Any]) -> None:
     commit_import(dsn, [added("power", "A.D", {"d": "\u0000 kept", "f": 1.0})])
     records = log.current_records(conn, ["power:A.B", "power:A.C", "power:A.D", "power:nope"])
     # A.B's record was made by a patch (stored inline), A.D's is read from its Added event.
-    assert {k: decode(v) for k, v in records.items()} == {"power:A.B": b, "power:A.D": {"d": "\u0000 kept", "f": 1.0}}
+    assert {k: decode(v) for k, v in records.items()} == {
+        "power:A.B": b,
+        "power:A.D": {"d": "\u0000 kept", "f": 1.0},
+    }
 
 
 def test_stale_expected_version_raises_and_stores_nothing(dsn: str, conn: psycopg.Connection[Any]) -> None:
@@ -237,3 +240,14 @@ def test_nul_characters_survive_the_log(dsn: str, conn: psycopg.Connection[Any],
     assert stored.event.record == record
     assert stored.event.hash == content_hash(record)
     log.verify_chain(conn)
+
+
+def test_an_event_whose_import_row_is_gone_fails_verification(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    commit_import(dsn, [added("power", "P", {"a": 1})])
+    commit_import(dsn, [added("power", "Q", {"a": 2})])
+    conn.execute("DELETE FROM imports WHERE id = 2")
+    with pytest.raises(ChainError, match="position 2 belongs to import 2, which is missing") as info:
+        log.verify_chain(conn)
+    assert info.value.position == 2
