@@ -51,8 +51,7 @@ def history_command(
     key: Annotated[str, typer.Argument(help="Its natural key, e.g. Blaster_Ranged.Fire_Blast.Flares.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Every event of one entity, with the import that brought it and, for changes, each changed path's
-    old and new value."""
+    """Every event of one entity, with its import; for changes, each path's old and new value."""
     db = migrated_database()
     with db.connect(autocommit=True) as conn:
         entries = audit.history(conn, kind.value, key)
@@ -89,8 +88,10 @@ def diff_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """What was added, changed, removed or left unchanged between the log after import BEFORE and after
-    import AFTER, per kind, and how many changed entities differ in each top-level field."""
+    """What changed between the log after import BEFORE and after import AFTER, per kind and field.
+
+    Counts added / changed / removed / unchanged entities per kind, and how many changed entities differ
+    in each top-level field (e.g. PowerIndex vs Effects)."""
     db = migrated_database()
     with db.connect(autocommit=True) as conn:
         result = audit.diff_imports(conn, before, after, kind.value if kind else None, key_like)
@@ -129,8 +130,9 @@ def replay_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Build the read tables and power_build_summary exactly as they were after import AS_OF, from the log
-    alone, into SCHEMA; the live tables are not touched."""
+    """Build the read tables and the view as they were after import AS_OF into SCHEMA, from the log.
+
+    The live tables are not touched; an existing SCHEMA is refused unless --replace."""
     db = migrated_database()
     counts = projections.replay(db, as_of, schema, replace=replace)
     with db.connect(autocommit=True) as conn:
@@ -170,8 +172,10 @@ def export_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Write a Mids Reborn export directory (I12.json, EnhDB.json, db/<FullName>.json) from the log alone,
-    whose records are those the log held after import AS_OF."""
+    """Write a Mids export directory from the log: the records it held after import AS_OF.
+
+    OUT gets I12.json, EnhDB.json and db/<FullName>.json per powerset; it must be new or empty unless
+    --force."""
     db = migrated_database()
     result = export(db, as_of, out, force=force)
     if as_json:
@@ -210,8 +214,10 @@ def verify_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Check the log's hash chain, that it still reaches a kept head, and that rebuilding the read tables
-    from the log gives the live ones (and the fingerprint recorded with the last import). Exit 1 if not."""
+    """Check the hash chain, a kept head, and the read tables against a rebuild from the log.
+
+    The rebuild goes into a scratch schema (dropped afterwards) up to the live tables' checkpoint; the
+    fingerprint recorded with the import at that position is checked too. Exit 1 naming what failed."""
     kept = _parse_head(head)
     report = table_audit.verify(migrated_database(), kept)
     if as_json:
@@ -237,6 +243,9 @@ def _print_report(report: table_audit.VerifyReport) -> None:
         differ = [t.table for t in report.tables if not t.ok]
         status = ok if not differ else f"{bad}: differ: {', '.join(differ)}"
         console.print(f"read tables vs rebuild from the log at position {report.checkpoint}: {status}")
+    if report.chain_head is not None and report.checkpoint < report.chain_head.position:
+        lag = report.chain_head.position - report.checkpoint
+        console.print(f"note: the read tables lag the log by {lag:,} events (`powerlog project`)")
     fp = report.fingerprint
     if fp is not None:
         if fp.recorded is None:

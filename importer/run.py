@@ -146,7 +146,9 @@ def _run(
             _finish(conn, meta, result)
             return
         heads = {h.stream_id: h for h in log.stream_heads(conn)}
-        differ = Differ(heads, _fetch_records(conn), batch_size=db.settings.import_batch, counts=result.counts)
+        differ = Differ(
+            heads, _fetch_records(conn), batch_size=db.settings.import_batch, counts=result.counts
+        )
         import_id: int | None = None
         pending: list[log.Pending] = []
         batches = 0

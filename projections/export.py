@@ -159,10 +159,8 @@ def _keys(conn: psycopg.Connection[Any], kind: str, until: int) -> list[str]:
 def export(db: Database, as_of: int, out: Path, force: bool = False) -> ExportResult:
     """Write the entities the log held after import `as_of` as a Mids export directory at `out`.
 
-    The files are written into a temporary directory beside `out` and moved in at the end, so a failure
-    leaves `out` as it was. A non-empty `out` is refused unless `force`, which replaces only the export's
-    own entries there (I12.json, EnhDB.json, PowerSets.json, PowerPools.json, db/).
-    """
+    A non-empty `out` is refused unless `force`, which replaces only the export's own entries there."""
+    # Written into a staging directory beside `out` and moved in at the end: a failure leaves `out` as it was.
     out = out.resolve()
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
