@@ -116,7 +116,12 @@ _ID = (
 # The record `r` is computed in a subquery kept apart by OFFSET 0: otherwise the planner inlines it and
 # evaluates the patch and unmarking once per column that reads `r`.
 def _apply_round(
-    conn: psycopg.Connection[Any], schema: str, spec: TableSpec, rn: int, counts: BatchCounts
+    conn: psycopg.Connection[Any],
+    schema: str,
+    spec: TableSpec,
+    rn: int,
+    bounds: tuple[int, int],
+    counts: BatchCounts,
 ) -> None:
     names, exprs = _column_list(schema, spec)
     applied = counts.applied[spec.table]
@@ -138,7 +143,8 @@ def _apply_round(
         _q(
             "INSERT INTO {table} (id, {names}) SELECT " + _ID + ", {exprs} FROM"
             " (SELECT b.*, CASE WHEN b.escaped THEN powerlog_unmark(e.data->'record') ELSE e.data->'record' END AS r"
-            "  FROM batch_events b JOIN events e USING (global_position)"
+            "  FROM batch_events b JOIN events e ON e.global_position = b.global_position"
+            "   AND e.global_position > %s AND e.global_position <= %s"
             "  WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityAdded' OFFSET 0) x"
             " ON CONFLICT ({key}) DO UPDATE SET {updates}",
             schema,
@@ -147,10 +153,10 @@ def _apply_round(
             exprs=exprs,
             updates=updates,
         ),
-        (spec.kind, rn),
+        (*bounds, spec.kind, rn),
     )
     applied["added"] += max(cur.rowcount, 0)
-    applied["changed"] += _apply_changes(conn, schema, spec, rn, names, exprs)
+    applied["changed"] += _apply_changes(conn, schema, spec, rn, bounds, names, exprs)
 
 
 def _resolve_dangling(conn: psycopg.Connection[Any], schema: str, spec: TableSpec) -> None:
@@ -180,6 +186,7 @@ def _apply_changes(
     schema: str,
     spec: TableSpec,
     rn: int,
+    bounds: tuple[int, int],
     names: sql.Composable,
     exprs: sql.Composable,
 ) -> int:
@@ -191,11 +198,13 @@ def _apply_changes(
     rows = conn.execute(
         _q(
             "SELECT b.key, e.data->'patch', b.escaped, " + spec.record_from_row + " FROM batch_events b"
-            " JOIN events e USING (global_position) JOIN {table} t ON t.{key} = b.key WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged'",
+            " JOIN events e ON e.global_position = b.global_position AND e.global_position > %s"
+            " AND e.global_position <= %s JOIN {table} t ON t.{key} = b.key"
+            " WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged'",
             schema,
             spec,
         ),
-        (spec.kind, rn),
+        (*bounds, spec.kind, rn),
         binary=True,
     ).fetchall()
     if not rows:
@@ -229,7 +238,8 @@ def apply_range(
     rounds = _stage(conn, after, until)
     for rn in range(1, rounds + 1):
         for spec in SPECS:
-            _apply_round(conn, schema, spec, rn, counts)
+            # The range bounds let the planner read `events` by primary key, not scan all of it.
+            _apply_round(conn, schema, spec, rn, (after, until), counts)
     for spec in SPECS:
         if spec.references:
             _resolve_dangling(conn, schema, spec)
