@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,16 +16,12 @@ from importer.diff import Differ, empty_counts
 from importer.errors import ImportInputError
 from importer.limits import ReadLimits
 from importer.source import ExportHeader, ExportReader, read_export
-from store import imports, log
+from store import faults, imports, log
 from store.connection import Database
 from store.errors import ConcurrencyError, LockBusy
 from store.imports import ImportMeta
 
 logger = structlog.get_logger(__name__)
-
-# Fault injection for the crash tests only: SIGKILL this process at "record:N" (the Nth record read),
-# "after_batch:N" (N batches in the open transaction) or "before_commit".
-FAULT_ENV = "POWERLOG_TEST_FAULT"
 
 
 @dataclass(frozen=True)
@@ -65,16 +60,6 @@ class ImportResult:
     @property
     def no_changes(self) -> bool:
         return self.events == 0
-
-
-def _fault(point: str, batches: int = 0) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    name, _, arg = spec.partition(":")
-    if name == point and (not arg or int(arg) == batches):
-        logger.warning("fault_injected", point=spec)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fetch_records(conn: psycopg.Connection[Any]) -> Callable[[list[str]], dict[str, bytes]]:
@@ -173,7 +158,7 @@ def _run(
                 if appended is not None:
                     first = result.appended.first_position if result.appended else appended.first_position
                     result.appended = log.Appended(first, appended.last_position, appended.head)
-                _fault("after_batch", batches)
+                faults.point("after_batch", batches)
             pending.clear()
 
         for rec in reader:
@@ -185,7 +170,7 @@ def _run(
                 if on_progress:
                     on_progress(Progress(files_done, files_total, result.records, file))
             result.records += 1
-            _fault("record", result.records)
+            faults.point("record", result.records)
             pending.extend(differ.feed(rec.kind, rec.key, rec.record))
             if len(pending) >= db.settings.import_batch:
                 flush()
@@ -220,7 +205,7 @@ def _finish(conn: psycopg.Connection[Any], meta: ImportMeta, result: ImportResul
         result.appended,
         str(head),
     )
-    _fault("before_commit")
+    faults.point("before_commit")
     conn.commit()
     logger.info(
         "import_completed",

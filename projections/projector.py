@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +14,7 @@ from psycopg import sql
 from events import apply
 from projections.fingerprint import fingerprint
 from projections.kinds import SPECS, TableSpec
-from store import imports
+from store import faults, imports
 
 log = structlog.get_logger(__name__)
 
@@ -256,14 +254,6 @@ def apply_range(
     counts.position = until
 
 
-def _fault(point: str, batches: int) -> None:
-    # Crash tests only (same switch as the importer's): SIGKILL before a batch commits.
-    spec = os.environ.get("POWERLOG_TEST_FAULT", "")
-    if spec == f"{point}:{batches}":
-        log.warning("fault_injected", point=spec)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def log_head(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()
     return int(row[0]) if row else 0
@@ -300,7 +290,7 @@ def catch_up(
             apply_range(conn, schema, position, end, counts)
             if schema == LIVE_SCHEMA and end in boundaries:
                 imports.set_fingerprint(conn, boundaries[end], fingerprint(conn, schema))
-            _fault("project_batch", counts.batches)
+            faults.point("project_batch", counts.batches)
         position = end
         log.debug("projection_batch", schema=schema, position=position, target=target, events=counts.events)
         if on_batch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -259,11 +260,29 @@ def _mark_interrupted(conn: Conn) -> None:
         log.warning("refresh_marked_interrupted", view=VIEW, rows=cur.rowcount)
 
 
+def _lower_priority(conn: Conn, nice: int) -> None:
+    """Let readers win the CPU: a refresh is background work, and on a small machine its backend
+    otherwise takes a core from the backends answering readers. Only possible when the server runs on
+    this machine and we may renice its processes; elsewhere it is skipped, silently."""
+    if nice <= 0:
+        return
+    pid = conn.info.backend_pid
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            if not f.read().startswith("postgres"):
+                return  # that pid is not our backend: the server is on another machine
+        os.setpriority(os.PRIO_PROCESS, pid, max(os.getpriority(os.PRIO_PROCESS, pid), nice))
+    except (OSError, AttributeError):
+        return
+    log.debug("refresh_backend_reniced", pid=pid, nice=nice)
+
+
 def _run(db: Database, conn: Conn, refresh_id: int, mode: Mode, position: int) -> RefreshResult:
     log.info("refresh_started", view=VIEW, refresh_id=refresh_id, mode=mode, source_position=position)
     # A table locked by someone else (a rebuild swapping tables) must fail this tick, not hang it forever.
     conn.execute(f"SET lock_timeout = {int(db.settings.lock_timeout_s * 1000)}")
     stmt = f"REFRESH MATERIALIZED VIEW {'CONCURRENTLY ' if mode == 'concurrently' else ''}{VIEW}"
+    _lower_priority(conn, db.settings.refresh_nice)
     start = time.perf_counter()
     try:
         conn.execute(stmt)

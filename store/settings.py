@@ -61,6 +61,8 @@ class Settings:
     """`POWERLOG_LOCK_TIMEOUT`: seconds to wait for another writer before failing."""
     refresh_interval_s: float
     """`POWERLOG_REFRESH_INTERVAL`: seconds between scheduler ticks."""
+    refresh_nice: int
+    """`POWERLOG_REFRESH_NICE`: CPU niceness given to a refreshing backend on this machine (0: leave it)."""
     max_export_bytes: int
     """`POWERLOG_MAX_EXPORT_BYTES`: refuse archives that unpack to more than this."""
     import_batch: int
@@ -91,6 +93,7 @@ class Settings:
             pool_size=_int(env, "POWERLOG_POOL_SIZE", 4),
             lock_timeout_s=_float(env, "POWERLOG_LOCK_TIMEOUT", 600.0),
             refresh_interval_s=_float(env, "POWERLOG_REFRESH_INTERVAL", 30.0),
+            refresh_nice=_int(env, "POWERLOG_REFRESH_NICE", 10, minimum=0),
             max_export_bytes=_int(env, "POWERLOG_MAX_EXPORT_BYTES", 2 * 1024**3),
             import_batch=_int(env, "POWERLOG_IMPORT_BATCH", 5000),
             project_batch=_int(env, "POWERLOG_PROJECT_BATCH", 10_000),

@@ -144,3 +144,25 @@ def db(dsn: str) -> Iterator[Database]:
 def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(dsn, autocommit=True) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def real_releases_db(server_dsn: str, template_db: str) -> Iterator[Database]:
+    """20.1224 imported and projected, then 21.0331 imported and projected, the view refreshed: shared by
+    the tests that only read it (a rebuild leaves the same content), so the slow imports run once."""
+    import projections
+    import scheduler
+    from importer.run import run_import
+
+    name = f"powerlog_t_{uuid.uuid4().hex[:12]}"
+    dsn = create_database(server_dsn, name, template=template_db)
+    database = Database(settings_for(dsn))
+    try:
+        for release in ("mids-20.1224", "mids-21.0331"):
+            run_import(database, SHARED_DATA / release)
+            projections.project(database)
+        assert scheduler.refresh(database, if_stale=True).outcome == "ok"
+        yield database
+    finally:
+        database.close()
+        drop_database(server_dsn, name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from projections.fingerprint import fingerprint
 from projections.runner import ReplayError
 from store import audit
 from store.connection import Database
-from tests.conftest import SHARED_DATA, create_database, drop_database, settings_for
+from tests.conftest import SHARED_DATA, settings_for
 
 EXPECTED = json.loads((SHARED_DATA / "expected.json").read_text())
 RELEASES = ("mids-20.1224", "mids-21.0331")
@@ -73,19 +72,9 @@ def raw() -> dict[str, tuple[Records, ExportHeader]]:
 
 
 @pytest.fixture(scope="module")
-def db(server_dsn: str, template_db: str) -> Iterator[Database]:
-    """20.1224 imported and projected, then 21.0331 imported and projected."""
-    name = f"powerlog_t_{uuid.uuid4().hex[:12]}"
-    dsn = create_database(server_dsn, name, template=template_db)
-    database = Database(settings_for(dsn))
-    try:
-        for release in RELEASES:
-            run_import(database, SHARED_DATA / release)
-            projections.project(database)
-        yield database
-    finally:
-        database.close()
-        drop_database(server_dsn, name)
+def db(real_releases_db: Database) -> Database:
+    """20.1224 imported and projected, then 21.0331 imported and projected (shared, read only)."""
+    return real_releases_db
 
 
 @pytest.fixture

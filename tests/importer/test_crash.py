@@ -26,9 +26,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from importer.run import FAULT_ENV, run_import
+from importer.run import run_import
 from store import log
 from store.connection import Database
+from store.faults import ENV as FAULT_ENV
 from tests.conftest import SHARED_DATA, settings_for
 from tests.e2e.cli import powerlog
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -17,7 +15,7 @@ from importer.run import run_import
 from projections.fingerprint import fingerprint, table_hashes
 from projections.runner import PROJECTOR_LOCK_KEY, ProjectorBusy
 from store.connection import Database
-from tests.conftest import SAMPLES, SHARED_DATA, create_database, drop_database, settings_for
+from tests.conftest import SAMPLES, SHARED_DATA, settings_for
 from tests.e2e.cli import powerlog
 
 EXPECTED = json.loads((SHARED_DATA / "expected.json").read_text())
@@ -33,21 +31,9 @@ TABLE_OF = {
 
 
 @pytest.fixture(scope="module")
-def incremental(server_dsn: str, template_db: str) -> Iterator[Database]:
+def incremental(real_releases_db: Database) -> Database:
     """20.1224 imported and projected, then 21.0331 imported and projected (incremental runs)."""
-    name = f"powerlog_t_{uuid.uuid4().hex[:12]}"
-    dsn = create_database(server_dsn, name, template=template_db)
-    db = Database(settings_for(dsn))
-    try:
-        run_import(db, OLD)
-        projections.project(db)
-        run_import(db, NEW)
-        projections.project(db)
-        assert scheduler.refresh(db, if_stale=True).outcome == "ok"
-        yield db
-    finally:
-        db.close()
-        drop_database(server_dsn, name)
+    return real_releases_db
 
 
 def count(conn: psycopg.Connection[Any], table: str) -> int:

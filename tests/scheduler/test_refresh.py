@@ -6,6 +6,7 @@ import queue
 from typing import Any
 
 import psycopg
+import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped]
 
 import scheduler
@@ -150,3 +151,22 @@ def test_status_figures(db: Database, conn: psycopg.Connection[Any]) -> None:
         0,
         None,
     )
+
+
+def test_a_refreshing_backend_on_this_machine_runs_at_lower_cpu_priority(db: Any) -> None:
+    """Readers keep their CPU while a refresh runs (bench/results/refresh.md): the refresh's backend is reniced."""
+    import os
+
+    from scheduler.view import _lower_priority
+
+    with db.connect(autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        if not os.path.exists(f"/proc/{pid}"):
+            pytest.skip("the server runs on another machine: its processes cannot be reniced from here")
+        if os.geteuid() != 0 and os.stat(f"/proc/{pid}").st_uid != os.geteuid():
+            pytest.skip("the server's processes belong to another user and we are not root")
+        before = os.getpriority(os.PRIO_PROCESS, pid)
+        _lower_priority(conn, 10)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == max(before, 10)
+        _lower_priority(conn, 0)  # 0 leaves it alone
+        assert os.getpriority(os.PRIO_PROCESS, pid) == max(before, 10)
