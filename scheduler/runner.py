@@ -22,7 +22,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler  # type: ignore[im
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from events.errors import PowerlogError
-from scheduler.view import VIEW, RefreshResult, refresh
+from scheduler.view import VIEW, RefreshResult, is_stale, refresh
 from store.connection import Database
 
 log = structlog.get_logger(__name__)
@@ -33,6 +33,12 @@ JOB_ID = f"refresh:{VIEW}"
 def refresh_job(db: Database) -> RefreshResult | None:
     """One scheduler tick: refresh the view if it is stale. Every error is logged; none escapes."""
     try:
+        # The frequent "anything to do?" question goes through the pool; only a real refresh takes a
+        # session of its own (it holds a session-level advisory lock).
+        with db.pool().connection(timeout=10) as conn:
+            if not is_stale(conn):
+                log.debug("refresh_not_needed", view=VIEW)
+                return RefreshResult("fresh", reason="the view is up to date")
         return refresh(db, if_stale=True)
     except PowerlogError as exc:  # e.g. the server is unreachable: the next tick tries again
         log.error("refresh_tick_failed", view=VIEW, error=str(exc))
@@ -117,4 +123,5 @@ def run_forever(db: Database, interval_s: float, misfire_grace_s: int) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        db.close()  # the pool of the staleness checks
     log.info("scheduler_stopped", view=VIEW)

@@ -50,7 +50,14 @@ class Database:
         if self._pool is None:
             self.connect().close()  # fail fast, with our message, before the pool retries quietly
             self._pool = ConnectionPool(
-                self.dsn, min_size=1, max_size=self.settings.pool_size, open=True, name="powerlog"
+                self.dsn,
+                min_size=1,
+                max_size=self.settings.pool_size,
+                open=True,
+                name="powerlog",
+                kwargs={"autocommit": True},
+                # A server restart leaves dead connections in the pool: check each one as it is lent.
+                check=ConnectionPool.check_connection,
             )
         return self._pool
 
