@@ -46,19 +46,24 @@ class ImportRow:
     fingerprint: str | None = field(default=None)
 
 
+def _values(meta: ImportMeta) -> tuple[Any, ...]:
+    """The row's source columns, in the order both INSERTs name them."""
+    return (
+        meta.source_path,
+        meta.label,
+        meta.source_version,
+        meta.source_date,
+        meta.source_issue,
+        meta.content_hash,
+    )
+
+
 def begin(conn: psycopg.Connection[Any], meta: ImportMeta) -> int:
     """Insert the import's row inside its transaction; a rollback removes it with the events."""
     row = conn.execute(
         "INSERT INTO imports (source_path, label, source_version, source_date, source_issue, content_hash,"
         " status) VALUES (%s, %s, %s, %s, %s, %s, 'completed') RETURNING id",
-        (
-            meta.source_path,
-            meta.label,
-            meta.source_version,
-            meta.source_date,
-            meta.source_issue,
-            meta.content_hash,
-        ),
+        _values(meta),
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -96,16 +101,7 @@ def record_failure(db: Database, meta: ImportMeta, errors: list[str], warnings: 
             "INSERT INTO imports (source_path, label, source_version, source_date, source_issue, content_hash,"
             " status, errors, warnings, completed_at) VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s, %s,"
             " clock_timestamp()) RETURNING id",
-            (
-                meta.source_path,
-                meta.label,
-                meta.source_version,
-                meta.source_date,
-                meta.source_issue,
-                meta.content_hash,
-                Jsonb(errors),
-                Jsonb(warnings),
-            ),
+            (*_values(meta), Jsonb(errors), Jsonb(warnings)),
         ).fetchone()
     assert row is not None
     return int(row[0])

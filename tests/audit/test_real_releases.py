@@ -22,6 +22,7 @@ from importer.source import ExportHeader, read_export
 from projections import audit as table_audit
 from projections.export import export
 from projections.fingerprint import fingerprint
+from projections.kinds import TABLE_OF
 from projections.runner import ReplayError
 from store import audit
 from store.connection import Database
@@ -30,13 +31,6 @@ from tests.conftest import SHARED_DATA, settings_for
 EXPECTED = json.loads((SHARED_DATA / "expected.json").read_text())
 RELEASES = ("mids-20.1224", "mids-21.0331")
 KINDS = audit.KINDS
-TABLE_OF = {
-    "archetype": "archetypes",
-    "powerset": "powersets",
-    "power": "powers",
-    "enhancement": "enhancements",
-    "enhancement_set": "enhancement_sets",
-}
 # Measured on these releases by `diff 1 2`, and checked against the raw files below.
 ARCHETYPE_FIELDS = {"Secondary": 52, "Primary": 51, "Ancillary": 13}
 POWERSET_FIELDS = {

@@ -13,6 +13,7 @@ import projections
 import scheduler
 from importer.run import run_import
 from projections.fingerprint import fingerprint, table_hashes
+from projections.kinds import TABLE_OF
 from projections.runner import PROJECTOR_LOCK_KEY, ProjectorBusy
 from store.connection import Database
 from tests.conftest import SAMPLES, SHARED_DATA, settings_for
@@ -21,13 +22,6 @@ from tests.e2e.cli import powerlog
 EXPECTED = json.loads((SHARED_DATA / "expected.json").read_text())
 OLD = SHARED_DATA / "mids-20.1224"
 NEW = SHARED_DATA / "mids-21.0331"
-TABLE_OF = {
-    "archetype": "archetypes",
-    "powerset": "powersets",
-    "power": "powers",
-    "enhancement": "enhancements",
-    "enhancement_set": "enhancement_sets",
-}
 
 
 @pytest.fixture(scope="module")
