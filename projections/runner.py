@@ -15,6 +15,7 @@ from psycopg import sql
 from events.errors import PowerlogError
 from projections import ddl
 from projections.projector import LIVE_SCHEMA, BatchCounts, catch_up, checkpoint, log_head
+from store.audit import import_state
 from store.connection import Database
 from store.log import NOTIFY_CHANNEL
 
@@ -159,19 +160,6 @@ def rebuild(db: Database, on_batch: Callable[[BatchCounts, int], None] | None = 
     return RebuildResult(counts, seconds, swap_ms)
 
 
-def import_position(conn: psycopg.Connection[Any], import_id: int) -> int:
-    """The log position right after import `import_id` committed."""
-    row = conn.execute("SELECT status FROM imports WHERE id = %s", (import_id,)).fetchone()
-    if row is None:
-        raise ReplayError(f"there is no import {import_id} (see `powerlog status`)")
-    if row[0] != "completed":
-        raise ReplayError(f"import {import_id} failed; it holds no events to replay")
-    found = conn.execute(
-        "SELECT coalesce(max(global_position), 0) FROM events WHERE import_id <= %s", (import_id,)
-    ).fetchone()
-    return int(found[0]) if found else 0
-
-
 def replay(
     db: Database,
     as_of: int,
@@ -183,7 +171,7 @@ def replay(
     if schema in (LIVE_SCHEMA, SHADOW_SCHEMA, RETIRED_SCHEMA) or schema.startswith("pg_"):
         raise ReplayError(f"schema {schema!r} is reserved; choose another name")
     with db.connect(autocommit=True) as conn:
-        until = import_position(conn, as_of)
+        _, until = import_state(conn, as_of)
         if ddl.schema_exists(conn, schema) and not replace:
             raise ReplayError(f"schema {schema!r} already exists; use --replace to overwrite it")
         counts = _build(conn, schema, until, on_batch)

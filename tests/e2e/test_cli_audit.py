@@ -182,7 +182,7 @@ def test_replay_builds_a_schema_and_refuses_to_overwrite_it(dsn: str) -> None:
     ("args", "message"),
     [
         (("--as-of", "9", "--schema", "x9"), "error: there is no import 9 (see `powerlog status`)"),
-        (("--as-of", "3", "--schema", "x3"), "error: import 3 failed; it holds no events to replay"),
+        (("--as-of", "3", "--schema", "x3"), "error: import 3 failed; the log holds nothing from it"),
         (("--as-of", "1", "--schema", "public"), "error: schema 'public' is reserved; choose another name"),
     ],
 )
