@@ -35,7 +35,7 @@ def refresh_job(db: Database) -> RefreshResult | None:
     try:
         # The frequent "anything to do?" question goes through the pool; only a real refresh takes a
         # session of its own (it holds a session-level advisory lock).
-        with db.pool().connection(timeout=10) as conn:
+        with db.pooled(timeout=10) as conn:
             if not is_stale(conn):
                 log.debug("refresh_not_needed", view=VIEW)
                 return RefreshResult("fresh", reason="the view is up to date")

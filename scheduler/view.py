@@ -211,42 +211,51 @@ def refresh(db: Database, *, if_stale: bool = False, concurrently: bool = True) 
     when the view holds no data (CONCURRENTLY refuses an unpopulated view and readers cannot read it anyway).
     A connection failure before the refresh starts raises (`ServerUnavailable`): there is nothing to record.
     """
-    conn = db.connect(autocommit=True, application_name=APPLICATION_NAME)
-    try:
-        with _schema_required():
-            if if_stale and not is_stale(conn):
-                log.debug("refresh_not_needed", view=VIEW)
-                return RefreshResult("fresh", reason="the view is up to date")
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (REFRESH_LOCK_KEY,)).fetchone()
-            if not (got and got[0]):
-                reason = "another process is refreshing"
-                log.info("refresh_skipped", view=VIEW, reason=reason, holder_pid=_lock_holder(conn))
-                return RefreshResult("skipped", reason=reason)
-            # Under the lock: another process may have just refreshed, and nobody else is running now.
-            if if_stale and not is_stale(conn):
-                log.debug("refresh_not_needed", view=VIEW, reason="refreshed by another process meanwhile")
-                return RefreshResult("fresh", reason="the view is up to date")
-            _mark_interrupted(conn)
-            populated = is_populated(conn)
-            mode: Mode = "concurrently" if concurrently and populated else "plain"
-            if concurrently and not populated:
-                log.info("refresh_plain_unpopulated", view=VIEW, reason="the view holds no data yet")
-            # Read before the REFRESH: its snapshot is later, so the view holds at least this position.
-            position = source_position(conn)
-            row = conn.execute(
-                "INSERT INTO view_refreshes (view_name, started_at, outcome, mode, source_position)"
-                " VALUES (%s, clock_timestamp(), 'running', %s, %s) RETURNING id",
-                (VIEW, mode, position),
-            ).fetchone()
-            assert row is not None
-            refresh_id = int(row[0])
-        return _run(db, conn, refresh_id, mode, position)
-    finally:
-        # Closing the session releases the advisory lock even if the unlock could not be sent.
-        if not conn.broken and not conn.closed:
-            with suppress(psycopg.Error):
-                conn.execute("SELECT pg_advisory_unlock_all()")
-        conn.close()
+    # A pooled session: opening a backend per refresh costs a fork and a cold cache, which readers on
+    # a small machine feel (bench/results/refresh.md).
+    with db.pooled() as conn:
+        try:
+            conn.execute("SELECT set_config('application_name', %s, false)", (APPLICATION_NAME,))
+            return _refresh_on(db, conn, if_stale, concurrently)
+        finally:
+            # The advisory lock is the session's: release it before the session goes back to the pool
+            # (a broken session is discarded by the pool, which ends it and its lock).
+            if not conn.broken and not conn.closed:
+                with suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock_all()")
+                    conn.execute("RESET application_name")
+
+
+def _refresh_on(db: Database, conn: Conn, if_stale: bool, concurrently: bool) -> RefreshResult:
+    """The body of `refresh`, on a session that is ours until it returns."""
+    with _schema_required():
+        if if_stale and not is_stale(conn):
+            log.debug("refresh_not_needed", view=VIEW)
+            return RefreshResult("fresh", reason="the view is up to date")
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (REFRESH_LOCK_KEY,)).fetchone()
+        if not (got and got[0]):
+            reason = "another process is refreshing"
+            log.info("refresh_skipped", view=VIEW, reason=reason, holder_pid=_lock_holder(conn))
+            return RefreshResult("skipped", reason=reason)
+        # Under the lock: another process may have just refreshed, and nobody else is running now.
+        if if_stale and not is_stale(conn):
+            log.debug("refresh_not_needed", view=VIEW, reason="refreshed by another process meanwhile")
+            return RefreshResult("fresh", reason="the view is up to date")
+        _mark_interrupted(conn)
+        populated = is_populated(conn)
+        mode: Mode = "concurrently" if concurrently and populated else "plain"
+        if concurrently and not populated:
+            log.info("refresh_plain_unpopulated", view=VIEW, reason="the view holds no data yet")
+        # Read before the REFRESH: its snapshot is later, so the view holds at least this position.
+        position = source_position(conn)
+        row = conn.execute(
+            "INSERT INTO view_refreshes (view_name, started_at, outcome, mode, source_position)"
+            " VALUES (%s, clock_timestamp(), 'running', %s, %s) RETURNING id",
+            (VIEW, mode, position),
+        ).fetchone()
+        assert row is not None
+        refresh_id = int(row[0])
+    return _run(db, conn, refresh_id, mode, position)
 
 
 def _mark_interrupted(conn: Conn) -> None:

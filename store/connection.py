@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from store.errors import ServerUnavailable
 from store.server import describe, redact, start_embedded
@@ -60,6 +62,21 @@ class Database:
                 check=ConnectionPool.check_connection,
             )
         return self._pool
+
+    @contextmanager
+    def pooled(self, timeout: float = 30.0) -> Iterator[psycopg.Connection[Any]]:
+        """A connection lent by the pool (autocommit); none within `timeout` is `ServerUnavailable`."""
+        pool = self.pool()
+        try:
+            conn = pool.getconn(timeout=timeout)
+        except PoolTimeout:
+            raise ServerUnavailable(
+                f"no connection to PostgreSQL at {self.describe()} within {timeout:g} s"
+            ) from None
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)  # a broken one is thrown away, not lent again
 
     def close(self) -> None:
         if self._pool is not None:
