@@ -70,6 +70,18 @@ def records(n: int, seed: int = 42) -> Iterator[tuple[str, str, dict[str, Any]]]
         s += 1
 
 
+def _chunks(events: Iterator[log.Pending]) -> Iterator[list[log.Pending]]:
+    """Lists of CHUNK events: what one `log.append` call takes."""
+    batch: list[log.Pending] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) >= CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _commit(db: Database, batches: Iterator[list[log.Pending]], label: str) -> None:
     with db.connect() as conn:
         conn.execute("BEGIN")
@@ -85,24 +97,15 @@ def _commit(db: Database, batches: Iterator[list[log.Pending]], label: str) -> N
 def fill(db: Database, n: int, change_fraction: float = 0.01, seed: int = 42) -> int:
     """Import n records, then a second import changing `change_fraction` of the powers; returns events."""
 
-    def added() -> Iterator[list[log.Pending]]:
-        batch: list[log.Pending] = []
+    def added() -> Iterator[log.Pending]:
         for kind, key, rec in records(n, seed):
-            data = canonical_bytes(rec)
-            batch.append(
-                log.Pending(EntityAdded(kind=kind, key=key, record=rec, hash=content_hash(rec)), 0, data)
-            )
-            if len(batch) >= CHUNK:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            ev = EntityAdded(kind=kind, key=key, record=rec, hash=content_hash(rec))
+            yield log.Pending(ev, 0, canonical_bytes(rec))
 
-    _commit(db, added(), "bench 1")
+    _commit(db, _chunks(added()), "bench 1")
     rng = random.Random(seed + 1)
 
-    def changed() -> Iterator[list[log.Pending]]:
-        batch: list[log.Pending] = []
+    def changed() -> Iterator[log.Pending]:
         for kind, key, rec in records(n, seed):
             if kind != "power" or rng.random() >= change_fraction:
                 continue
@@ -114,14 +117,9 @@ def fill(db: Database, n: int, change_fraction: float = 0.01, seed: int = 42) ->
                 previous_hash=content_hash(rec),
                 hash=content_hash(new),
             )
-            batch.append(log.Pending(ev, 1, canonical_bytes(new)))
-            if len(batch) >= CHUNK:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            yield log.Pending(ev, 1, canonical_bytes(new))
 
-    _commit(db, changed(), "bench 2")
+    _commit(db, _chunks(changed()), "bench 2")
     with db.connect() as conn:
         row = conn.execute("SELECT count(*) FROM events").fetchone()
     return int(row[0]) if row else 0

@@ -23,7 +23,7 @@ from events import (
 )
 from events.errors import FoldError, PatchError, PowerlogError
 from events.patch import unescape
-from store import imports
+from store import imports, log
 from store.imports import ImportRow
 from store.log import read_stream
 from store.nul import from_jsonb
@@ -47,11 +47,7 @@ def import_state(conn: psycopg.Connection[Any], import_id: int) -> tuple[ImportR
         raise AuditError(f"there is no import {import_id} (see `powerlog status`)")
     if row.status != "completed":
         raise AuditError(f"import {import_id} failed; the log holds nothing from it")
-    # Import ids are taken under the log lock, so they follow commit order.
-    found = conn.execute(
-        "SELECT coalesce(max(global_position), 0) FROM events WHERE import_id <= %s", (import_id,)
-    ).fetchone()
-    return row, int(found[0]) if found else 0
+    return row, log.position_after_import(conn, import_id)
 
 
 # --- history ---------------------------------------------------------------------------------------------

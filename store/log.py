@@ -344,15 +344,20 @@ def read_stream(conn: psycopg.Connection[Any], kind: str, key: str) -> list[Stor
     return [_stored(r) for r in rows]
 
 
+def position_after_import(conn: psycopg.Connection[Any], import_id: int) -> int:
+    """The log's head right after import `import_id` committed (0 while the log was still empty)."""
+    # Import ids are taken under the log lock, so they follow commit order.
+    row = conn.execute(
+        "SELECT coalesce(max(global_position), 0) FROM events WHERE import_id <= %s", (import_id,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def read_until_import(
     conn: psycopg.Connection[Any], import_id: int, batch_size: int = 5000
 ) -> Iterator[list[StoredEvent]]:
     """Every event the log held once import `import_id` had committed."""
-    # Import ids are taken under the log lock, so they follow commit order.
-    row = conn.execute(
-        "SELECT max(global_position) FROM events WHERE import_id <= %s", (import_id,)
-    ).fetchone()
-    until = int(row[0]) if row and row[0] is not None else 0
+    until = position_after_import(conn, import_id)
     if until:
         yield from read_from(conn, 0, until, batch_size)
 
