@@ -15,6 +15,7 @@ import tempfile
 from typing import Any
 
 from common import Timer, fresh_database, peak_rss_mb, server, server_version, write_results
+from logfill import power
 
 from events import EntityAdded, canonical_bytes, content_hash
 from store import imports, log
@@ -23,40 +24,12 @@ from store.imports import ImportMeta
 CHUNK = 10_000
 
 
-def make_record(i: int, rng: random.Random) -> dict[str, Any]:
-    """A power-like record of about 1 KB of canonical JSON."""
-    return {
-        "FullName": f"Bench_Group.Bench_Set.Power_{i:07d}",
-        "DisplayName": f"Power {i}",
-        "Level": rng.randint(1, 50),
-        "Accuracy": round(rng.uniform(0.5, 1.5), 3),
-        "EndCost": round(rng.uniform(1, 20), 4),
-        "RechargeTime": round(rng.uniform(1, 600), 2),
-        "BoostsAllowed": ["Accuracy_Boost", "Damage_Boost", "EnduranceDiscount_Boost", "Recharge_Boost"],
-        "DescLong": "x" * rng.randint(200, 260),
-        "Effects": [
-            {
-                "EffectId": "Damage",
-                "EffectType": 3,
-                "Scale": round(rng.uniform(0.1, 2), 5),
-                "Mag": rng.random(),
-                "ToWho": 1,
-                "Aspect": 2,
-                "ModifierTable": "Ranged_Damage",
-                "PvMode": 1,
-                "Stacking": 1,
-            }
-            for _ in range(3)
-        ],
-    }
-
-
 def chunks(n: int) -> Any:
     rng = random.Random(42)
     for start in range(0, n, CHUNK):
         batch = []
         for i in range(start, min(n, start + CHUNK)):
-            rec = make_record(i, rng)
+            rec = power(i, rng, "Bench_Group.Bench_Set")
             batch.append(
                 log.Pending(
                     EntityAdded(kind="power", key=rec["FullName"], record=rec, hash=content_hash(rec)),
@@ -67,8 +40,8 @@ def chunks(n: int) -> Any:
         yield batch
 
 
-def through_store(db: Any, n: int) -> tuple[float, int, list[tuple[Any, ...]]]:
-    """Time the store API only (building the events is the caller's work); return the rows it wrote."""
+def through_store(db: Any, n: int) -> tuple[float, int]:
+    """Time the store API only (building the events is the caller's work); return it and the bytes written."""
     seconds = 0.0
     with db.connect() as conn:
         with Timer() as t:
@@ -87,7 +60,7 @@ def through_store(db: Any, n: int) -> tuple[float, int, list[tuple[Any, ...]]]:
             "SELECT pg_total_relation_size('events'), sum(octet_length(data::text)) FROM events"
         ).fetchone()
     assert size is not None
-    return seconds, int(size[1]), []
+    return seconds, int(size[1])
 
 
 def bare_copy(db: Any) -> float:
@@ -130,7 +103,7 @@ def main() -> None:
             store_runs, copy_runs = [], []
             for _ in range(args.repeat):
                 with fresh_database(admin) as db:
-                    store_s, data_bytes, _ = through_store(db, n)
+                    store_s, data_bytes = through_store(db, n)
                     copy_s = bare_copy(db)
                 store_runs.append(store_s)
                 copy_runs.append(copy_s)

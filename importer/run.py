@@ -213,6 +213,7 @@ def _finish(conn: psycopg.Connection[Any], meta: ImportMeta, result: ImportResul
         events=result.events,
         head=str(head),
         counts=result.counts,
+        waited_for_lock=result.waited_for_lock,
         seconds=round(time.perf_counter() - result.started, 3),
     )
 

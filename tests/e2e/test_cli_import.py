@@ -282,6 +282,8 @@ def test_without_no_wait_it_says_it_waits_and_completes_once_the_lock_is_release
     assert proc.returncode == 0, stderr
     assert said(stderr, "another import is running: waiting for it to finish")
     assert any(line["event"] == "waiting_for_other_import" for line in json_lines(stderr))
+    done = [line for line in json_lines(stderr) if line["event"] == "import_completed"]
+    assert len(done) == 1 and done[0]["waited_for_lock"] is True
     events = sum(SAMPLE_EXPECTED["releases"]["mids-20.1224"]["unique_keys"].values())
     assert tables(dsn)[:2] == (events, events)
     assert f"log head {log_head(dsn)}" in stdout
