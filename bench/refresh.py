@@ -174,6 +174,7 @@ class Reader:
             daemon=True,
         )
         self._process.start()
+        child.close()  # ours closed, a reader that dies ends the pipe: recv() raises instead of hanging
         self.backend_pid: int = self._pipe.recv()
         self.reads: list[tuple[float, float, float]] = []
 
@@ -208,6 +209,7 @@ class Monitor:
             target=_monitor_loop, args=(db.dsn, pid, period_s, child, self.stop), daemon=True
         )
         self._process.start()
+        child.close()
         self.samples: list[tuple[float, str | None, str | None]] = []
 
     def finish(self) -> None:
