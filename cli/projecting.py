@@ -37,7 +37,9 @@ def _bar() -> tuple[Progress | None, Any]:
 def _refresh_view(db: Database) -> None:
     """Keep the view fresh ourselves unless a scheduler has that job (POWERLOG_VIEW_REFRESH=scheduler)."""
     if settings().view_refresh == "scheduler":
-        console.print("view power_build_summary is stale; the scheduler will refresh it")
+        with db.connect(autocommit=True) as conn:
+            if scheduler.is_stale(conn):
+                console.print("view power_build_summary is stale; the scheduler will refresh it")
         return
     result = scheduler.refresh(db, if_stale=True)
     if result.outcome == "ok":
@@ -131,6 +133,8 @@ def rebuild_command() -> None:
         f"rebuilt the read tables from {result.counts.events:,} events (position {result.counts.position}) in "
         f"{result.seconds:.1f} s; swapped in {result.swap_ms:.0f} ms"
     )
+    with db.connect(autocommit=True) as conn:
+        scheduler.record_built(conn, result.counts.position)
     _refresh_view(db)
 
 

@@ -106,11 +106,14 @@ def status_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     if figures["last_refresh_at"] is None:
         last = "never"
     else:
-        last = (
-            f"{figures['last_refresh_at']} ({figures['last_refresh_mode']}, "
-            f"{figures['last_refresh_duration_ms'] / 1000:.2f} s, {figures['last_refresh_rows']:,} rows, "
-            f"position {figures['refreshed_position']:,})"
-        )
+        seconds = figures["last_refresh_duration_ms"]  # none for a view a rebuild created
+        details = [
+            figures["last_refresh_mode"],
+            *([f"{seconds / 1000:.2f} s"] if seconds is not None else []),
+            f"{figures['last_refresh_rows']:,} rows",
+            f"position {figures['refreshed_position']:,}",
+        ]
+        last = f"{figures['last_refresh_at']} ({', '.join(details)})"
     if not figures["populated"]:
         fresh = "no: the view holds no data"
     elif figures["stale"]:

@@ -136,6 +136,18 @@ def is_stale(conn: Conn) -> bool:
     return not is_populated(conn) or source_position(conn) > _refreshed_position(conn)
 
 
+def record_built(conn: Conn, position: int) -> None:
+    """Record a view that a rebuild created WITH DATA over tables projected up to `position` (mode 'rebuild'):
+    it is as fresh as a refresh there, so the next `--if-stale` refresh has nothing to do."""
+    with _schema_required():
+        conn.execute(
+            "INSERT INTO view_refreshes"
+            " (view_name, started_at, finished_at, rows, source_position, outcome, mode)"
+            f" SELECT %s, clock_timestamp(), clock_timestamp(), count(*), %s, 'ok', 'rebuild' FROM {VIEW}",
+            (VIEW, position),
+        )
+
+
 def _lock_holder(conn: Conn) -> int | None:
     # A bigint advisory key shows in pg_locks split into classid (high half) and objid (low half).
     row = conn.execute(

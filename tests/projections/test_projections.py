@@ -261,6 +261,43 @@ def test_status_json(dsn: str) -> None:
         assert conn.execute("SELECT fingerprint FROM imports WHERE id = 1").fetchone() == (fingerprint(conn),)
 
 
+def test_rebuild_command_records_its_view_so_no_second_refresh_follows(dsn: str) -> None:
+    db = Database(settings_for(dsn))
+    run_import(db, SAMPLES / "mids-20.1224")
+    env = {"DATABASE_URL": dsn}
+    projected = powerlog("project", env=env)
+    assert projected.returncode == 0, projected.stderr
+    assert "refreshed power_build_summary: 21 rows" in projected.stdout
+    result = powerlog("rebuild", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "rebuilt the read tables" in result.stdout
+    assert "refreshed power_build_summary" not in result.stdout
+    with db.connect() as conn:
+        position = projections.checkpoint(conn)
+        rows = conn.execute(
+            "SELECT mode, outcome, rows, source_position FROM view_refreshes ORDER BY id"
+        ).fetchall()
+        assert rows[-1] == ("rebuild", "ok", 21, position) and len(rows) == 2
+        assert not scheduler.is_stale(conn)
+    st = powerlog("scheduler", "status", env=env)
+    assert st.returncode == 0, st.stderr
+    assert f"(rebuild, 21 rows, position {position:,})" in " ".join(st.stdout.split())
+
+
+def test_with_the_scheduler_in_charge_rebuild_does_not_call_its_view_stale(dsn: str) -> None:
+    db = Database(settings_for(dsn))
+    run_import(db, SAMPLES / "mids-20.1224")
+    env = {"DATABASE_URL": dsn, "POWERLOG_VIEW_REFRESH": "scheduler"}
+    stale = "view power_build_summary is stale; the scheduler will refresh it"
+    projected = powerlog("project", env=env)
+    assert projected.returncode == 0 and stale in projected.stdout, projected.stderr
+    rebuilt = powerlog("rebuild", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuilt the read tables" in rebuilt.stdout and stale not in rebuilt.stdout
+    with db.connect() as conn:
+        assert not scheduler.is_stale(conn)
+
+
 def test_pool_powers_have_no_archetype_but_stay_in_the_summary(dsn: str, tmp_path: Any) -> None:
     """Pool powersets name no archetype: the view's outer join keeps their powers, with a NULL archetype."""
     import shutil
