@@ -1,6 +1,6 @@
 """Append throughput of the store against a bare COPY of the same bytes, on the same server, same run.
 
-    .venv/bin/python bench/append.py [--sizes 36000,360000] [--batch 10000]
+    .venv/bin/python bench/append.py [--sizes 36000,360000] [--repeat 3]
 
 Uses DATABASE_URL when set, else a throwaway embedded PostgreSQL. Writes bench/results/append.{md,json}.
 """
@@ -8,36 +8,16 @@ Uses DATABASE_URL when set, else a throwaway embedded PostgreSQL. Writes bench/r
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import tempfile
 from typing import Any
 
 from common import Timer, fresh_database, peak_rss_mb, server, server_version, write_results
-from logfill import power
+from logfill import added, chunks
 
-from events import EntityAdded, canonical_bytes, content_hash
 from store import imports, log
 from store.imports import ImportMeta
-
-CHUNK = 10_000
-
-
-def chunks(n: int) -> Any:
-    rng = random.Random(42)
-    for start in range(0, n, CHUNK):
-        batch = []
-        for i in range(start, min(n, start + CHUNK)):
-            rec = power(i, rng, "Bench_Group.Bench_Set")
-            batch.append(
-                log.Pending(
-                    EntityAdded(kind="power", key=rec["FullName"], record=rec, hash=content_hash(rec)),
-                    0,
-                    canonical_bytes(rec),
-                )
-            )
-        yield batch
 
 
 def through_store(db: Any, n: int) -> tuple[float, int]:
@@ -49,7 +29,7 @@ def through_store(db: Any, n: int) -> tuple[float, int]:
             log.lock(conn)
             import_id = imports.begin(conn, ImportMeta(source_path="bench"))
         seconds += t.seconds
-        for batch in chunks(n):
+        for batch in chunks(added(n)):
             with Timer() as t:
                 log.append(conn, import_id, batch)
             seconds += t.seconds
@@ -125,7 +105,8 @@ def main() -> None:
     md = [
         "# Append benchmark (`bench/append.py`)",
         "",
-        f"PostgreSQL {version}; events of about 1 KB of canonical JSON; one import (one transaction) per size;"
+        f"PostgreSQL {version}; the Added events of `bench/logfill` (powers of about 1 KB of canonical JSON,",
+        "with their powersets and archetypes); one import (one transaction) per size;"
         f" median of {args.repeat} runs, each on a fresh database.",
         "Store = `store.log.append` in chunks of 10,000 (encode, chain hash, binary COPY into `events`, `streams` kept in the",
         "same transaction). Ceiling = a bare binary `COPY` of the very same rows into an identical table.",

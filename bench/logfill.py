@@ -70,7 +70,14 @@ def records(n: int, seed: int = 42) -> Iterator[tuple[str, str, dict[str, Any]]]
         s += 1
 
 
-def _chunks(events: Iterator[log.Pending]) -> Iterator[list[log.Pending]]:
+def added(n: int, seed: int = 42) -> Iterator[log.Pending]:
+    """The first import's events: every record of `records`, added."""
+    for kind, key, rec in records(n, seed):
+        ev = EntityAdded(kind=kind, key=key, record=rec, hash=content_hash(rec))
+        yield log.Pending(ev, 0, canonical_bytes(rec))
+
+
+def chunks(events: Iterator[log.Pending]) -> Iterator[list[log.Pending]]:
     """Lists of CHUNK events: what one `log.append` call takes."""
     batch: list[log.Pending] = []
     for event in events:
@@ -96,13 +103,7 @@ def _commit(db: Database, batches: Iterator[list[log.Pending]], label: str) -> N
 
 def fill(db: Database, n: int, change_fraction: float = 0.01, seed: int = 42) -> int:
     """Import n records, then a second import changing `change_fraction` of the powers; returns events."""
-
-    def added() -> Iterator[log.Pending]:
-        for kind, key, rec in records(n, seed):
-            ev = EntityAdded(kind=kind, key=key, record=rec, hash=content_hash(rec))
-            yield log.Pending(ev, 0, canonical_bytes(rec))
-
-    _commit(db, _chunks(added()), "bench 1")
+    _commit(db, chunks(added(n, seed)), "bench 1")
     rng = random.Random(seed + 1)
 
     def changed() -> Iterator[log.Pending]:
@@ -119,7 +120,7 @@ def fill(db: Database, n: int, change_fraction: float = 0.01, seed: int = 42) ->
             )
             yield log.Pending(ev, 1, canonical_bytes(new))
 
-    _commit(db, _chunks(changed()), "bench 2")
+    _commit(db, chunks(changed()), "bench 2")
     with db.connect() as conn:
         row = conn.execute("SELECT count(*) FROM events").fetchone()
     return int(row[0]) if row else 0
