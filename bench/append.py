@@ -16,7 +16,7 @@ from typing import Any
 from common import Timer, fresh_database, peak_rss_mb, server, server_version, write_results
 from logfill import added, chunks
 
-from store import imports, log
+from store import imports, locks, log
 from store.imports import ImportMeta
 
 
@@ -26,7 +26,7 @@ def through_store(db: Any, n: int) -> tuple[float, int]:
     with db.connect() as conn:
         with Timer() as t:
             conn.execute("BEGIN")
-            log.lock(conn)
+            locks.acquire(conn, locks.LOG)
             import_id = imports.begin(conn, ImportMeta(source_path="bench"))
         seconds += t.seconds
         for batch in chunks(added(n)):

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from store import schema  # noqa: E402
+from migrations import schema  # noqa: E402
 from store.connection import Database  # noqa: E402
 from store.settings import Settings  # noqa: E402
 

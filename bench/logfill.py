@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from events import EntityAdded, EntityChanged, canonical_bytes, content_hash, diff
-from store import imports, log
+from store import imports, locks, log
 from store.connection import Database
 from store.imports import ImportMeta
 
@@ -92,7 +92,7 @@ def chunks(events: Iterator[log.Pending]) -> Iterator[list[log.Pending]]:
 def _commit(db: Database, batches: Iterator[list[log.Pending]], label: str) -> None:
     with db.connect() as conn:
         conn.execute("BEGIN")
-        log.lock(conn)
+        locks.acquire(conn, locks.LOG)
         import_id = imports.begin(conn, ImportMeta(source_path="bench", label=label))
         appended = None
         for batch in batches:

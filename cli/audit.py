@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,22 +13,16 @@ from rich.table import Table
 import projections
 from cli.context import console, migrated_database
 from events import canonical_bytes
+from events.mids import Kind
 from projections import audit as table_audit
+from projections.diff import diff_imports
 from projections.export import export
-from store import audit
+from projections.history import ImportRef, history
 from store.log import Head
 
 MAX_KEYS_SHOWN = 20
 MAX_FIELDS_SHOWN = 15
 MAX_VALUE_CHARS = 70
-
-
-class Kind(StrEnum):
-    archetype = "archetype"
-    powerset = "powerset"
-    power = "power"
-    enhancement = "enhancement"
-    enhancement_set = "enhancement_set"
 
 
 def _echo_json(value: Any) -> None:
@@ -41,7 +34,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
-def _release(ref: audit.ImportRef) -> str:
+def _release(ref: ImportRef) -> str:
     label = f", {ref.label}" if ref.label else ""
     return f"import {ref.id} (release {ref.source_version or '?'} of {ref.source_date or '?'}{label})"
 
@@ -54,11 +47,11 @@ def history_command(
     """Every event of one entity, with its import; for changes, each path's old and new value."""
     db = migrated_database()
     with db.connect(autocommit=True) as conn:
-        entries = audit.history(conn, kind.value, key)
+        entries = history(conn, kind, key)
     if as_json:
-        _echo_json({"kind": kind.value, "key": key, "events": [e.as_dict() for e in entries]})
+        _echo_json({"kind": kind, "key": key, "events": [e.as_dict() for e in entries]})
         return
-    console.print(f"[bold]{kind.value} {escape(key)}[/]: {len(entries)} event(s)")
+    console.print(f"[bold]{kind} {escape(key)}[/]: {len(entries)} event(s)")
     for e in entries:
         what = f"{e.event_type} (v{e.stream_version}) at position {e.position}, {_release(e.import_ref)}"
         if e.changes:
@@ -94,11 +87,11 @@ def diff_command(
     in each top-level field (e.g. PowerIndex vs Effects)."""
     db = migrated_database()
     with db.connect(autocommit=True) as conn:
-        result = audit.diff_imports(conn, before, after, kind.value if kind else None, key_like)
+        result = diff_imports(conn, before, after, kind, key_like)
     if as_json:
         _echo_json(result.as_dict())
         return
-    a, b = audit.ImportRef.of(result.before), audit.ImportRef.of(result.after)
+    a, b = ImportRef.of(result.before), ImportRef.of(result.after)
     table = Table(title=escape(f"{_release(a)} → {_release(b)}"))
     table.add_column("kind")
     for col in ("added", "changed", "removed", "unchanged"):

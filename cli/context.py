@@ -29,7 +29,7 @@ def migrated_database() -> Database:
     The embedded server is powerlog's own, so it is upgraded on the spot; a real server is only checked,
     since upgrading it is its operator's call (`powerlog db upgrade`).
     """
-    from store import schema
+    from migrations import schema
 
     db = database()
     if db.embedded:

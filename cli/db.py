@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cli.context import console, database
-from store import schema
+from migrations import schema
 
 app = typer.Typer(
     help="Create or upgrade the database schema, and show where it stands.", no_args_is_help=True

@@ -15,7 +15,10 @@ from cli.context import console, settings
 from cli.importing import summary_table
 from events.errors import PowerlogError
 from importer.run import run_import
-from store import schema
+from migrations import schema
+from projections.audit import schema_rows
+from projections.tables import LIVE_SCHEMA
+from store import log
 from store.connection import Database
 from store.server import start_embedded
 
@@ -53,29 +56,24 @@ def demo() -> None:
     console.print(f"4. projected {counts.events} events into the read tables")
     refreshed = scheduler.refresh(db, if_stale=True)
     console.print(f"5. refreshed power_build_summary ({refreshed.outcome}, {refreshed.rows} rows)")
+    assert result.import_id is not None
     with db.connect() as conn:
-        _summary(conn)
+        _summary(conn, last_import=result.import_id)
 
 
-def _summary(conn: psycopg.Connection[Any]) -> None:
+def _summary(conn: psycopg.Connection[Any], last_import: int) -> None:
     table = Table(title="read tables")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for name in (*projections.projector.PROJECTORS, "power_build_summary"):
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()
-        table.add_row(name, str(row[0] if row else 0))
+    for name, rows in schema_rows(conn, LIVE_SCHEMA).items():
+        table.add_row(name, str(rows))
     console.print(table)
 
     changed = Table(title="most-changed powers between the two releases (JSON Patch operations)")
     for col in ("power", "operations", "fields"):
         changed.add_column(col)
-    for key, ops, fields in conn.execute(
-        "SELECT data->>'key', jsonb_array_length(data->'patch'),"
-        " (SELECT string_agg(DISTINCT split_part(p->>'path', '/', 2), ', ') FROM jsonb_array_elements(data->'patch') p)"
-        " FROM events WHERE import_id = 2 AND event_type = 'EntityChanged' AND stream_id LIKE 'power:%'"
-        " ORDER BY 2 DESC, 1 LIMIT 3"
-    ).fetchall():
-        changed.add_row(str(key), str(ops), str(fields))
+    for key, ops, fields in log.largest_changes(conn, import_id=last_import, kind="power", limit=3):
+        changed.add_row(key, str(ops), ", ".join(fields))
     console.print(changed)
 
     query = (

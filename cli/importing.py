@@ -8,11 +8,13 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from cli.context import console, err_console, migrated_database
-from importer.diff import KINDS, OUTCOMES
+from events.mids import KINDS, OUTCOMES
 from importer.run import ImportResult, run_import
 from importer.run import Progress as ImportProgress
+from store.locks import Holder
 
 
 def summary_table(result: ImportResult) -> Table:
@@ -77,8 +79,13 @@ def import_command(
                 description=p.file[-40:],
             )
 
-    def waiting() -> None:
-        err_console.print("another import is running: waiting for it to finish (--no-wait to fail instead)")
+    def waiting(holder: Holder | None) -> None:
+        err_console.print(
+            Text(
+                "another import is running: waiting for it to finish (--no-wait to fail instead)"
+                + (f"; {holder}" if holder else "")
+            )
+        )
 
     if bar is not None:
         bar.start()

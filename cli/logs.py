@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-# user:password@ in URLs, and password=... in key/value DSNs.
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(?P<key>password\s*=\s*)(?P<pw>'[^']*'|\S+)", re.IGNORECASE)
-
-
-def redact_text(text: str) -> str:
-    """Hide any DSN password in a text."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}***@", text)
-    return _KV_PASSWORD.sub(lambda m: f"{m.group('key')}***", text)
+from store.server import redact
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         if isinstance(value, str):
-            event_dict[key] = redact_text(value)
+            event_dict[key] = redact(value)
     return event_dict
 
 

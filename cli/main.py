@@ -13,8 +13,9 @@ from cli import audit, db, demo, projecting
 from cli import scheduler as scheduler_cli
 from cli.context import err_console
 from cli.importing import import_command
-from cli.logs import configure, redact_text
+from cli.logs import configure
 from events.errors import PowerlogError
+from store.server import redact
 
 app = typer.Typer(
     help="powerlog: City of Heroes game data as an append-only change log in PostgreSQL.\n\n"
@@ -59,14 +60,12 @@ def run() -> None:
         app()  # standalone: typer prints usage errors itself and exits 2
     except PowerlogError as exc:
         # Text, not markup: a file name or JSON path may hold brackets.
-        err_console.print(Text.assemble(("error: ", "bold red"), redact_text(str(exc))), highlight=False)
+        err_console.print(Text.assemble(("error: ", "bold red"), redact(str(exc))), highlight=False)
         sys.exit(1)
     except psycopg.Error as exc:
         # Unexpected at this level (expected failures are PowerlogErrors), but still one line, no traceback.
         detail = " ".join(str(exc).split())
-        err_console.print(
-            Text.assemble(("database error: ", "bold red"), redact_text(detail)), highlight=False
-        )
+        err_console.print(Text.assemble(("database error: ", "bold red"), redact(detail)), highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -10,13 +10,17 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 import projections
 import scheduler
 from cli.context import console, err_console, migrated_database, settings
+from projections.audit import schema_rows
 from projections.projector import BatchCounts
+from projections.tables import LIVE_SCHEMA
 from store import imports, log
 from store.connection import Database
+from store.locks import Holder
 
 
 def _bar() -> tuple[Progress | None, Any]:
@@ -84,8 +88,13 @@ def project_command(
         if bar is not None:
             bar.update(task, total=target, completed=counts.position)
 
-    def on_wait() -> None:
-        err_console.print("another process is projecting: waiting for it (--no-wait to fail instead)")
+    def on_wait(holder: Holder | None) -> None:
+        err_console.print(
+            Text(
+                "another process is projecting: waiting for it (--no-wait to fail instead)"
+                + (f"; {holder}" if holder else "")
+            )
+        )
 
     if bar is not None:
         bar.start()
@@ -143,11 +152,8 @@ def gather_status(db: Database) -> dict[str, Any]:
         head = log.head(conn)
         cps = projections.checkpoints(conn)
         last = imports.last_completed(conn)
-        counts = {
-            t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # type: ignore[index]
-            for t in (*projections.projector.PROJECTORS, "power_build_summary")
-        }
-        failed = conn.execute("SELECT count(*) FROM imports WHERE status = 'failed'").fetchone()
+        counts = schema_rows(conn, LIVE_SCHEMA)
+        failed = imports.failed_count(conn)
         view = scheduler.status(conn)
     return {
         "database": db.describe(),
@@ -165,7 +171,7 @@ def gather_status(db: Database) -> dict[str, Any]:
             "last_position": last.last_position,
             "head": last.head_chain_hash,
         },
-        "failed_imports": int(failed[0]) if failed else 0,
+        "failed_imports": failed,
         "view": view,
     }
 

@@ -11,7 +11,7 @@ from events.errors import (
     PatchError,
     PowerlogError,
 )
-from events.patch import apply, changed_paths, diff, same
+from events.patch import apply, diff, resolve, same, tokens
 from events.types import (
     EVENT_TYPES,
     EntityAdded,
@@ -40,7 +40,6 @@ __all__ = [
     "PowerlogError",
     "apply",
     "canonical_bytes",
-    "changed_paths",
     "content_hash",
     "current_version",
     "decode",
@@ -50,7 +49,9 @@ __all__ = [
     "event_type",
     "fold",
     "register",
+    "resolve",
     "same",
     "stream_id",
+    "tokens",
     "upcast",
 ]

@@ -103,11 +103,6 @@ def _diff(a: JSON, b: JSON, path: str, ops: list[Op]) -> None:
             ops.append({"op": "remove", "path": f"{path}/{i}"})
 
 
-def changed_paths(patch: Iterable[Op]) -> list[str]:
-    """The JSON Pointer of every op, in patch order."""
-    return [op["path"] for op in patch]
-
-
 def _copy(value: JSON) -> JSON:
     if isinstance(value, dict):
         return {k: _copy(v) for k, v in value.items()}
@@ -135,17 +130,15 @@ def _apply_op(doc: JSON, op: Any) -> JSON:
         raise PatchError(f"unsupported patch op {name!r}", path)
     if name != "remove" and "value" not in op:
         raise PatchError(f"{name} op has no 'value'", path)
-    if path == "":
+    parts = tokens(path)
+    if not parts:
         if name == "remove":
             raise PatchError("cannot remove the whole document", path)
         return _copy(op["value"])
-    if not path.startswith("/"):
-        raise PatchError("JSON Pointer must be empty or start with '/'", path)
-    tokens = [_token(t, path) for t in path[1:].split("/")]
     parent = doc
-    for token in tokens[:-1]:
+    for token in parts[:-1]:
         parent = _child(parent, token, path)
-    last = tokens[-1]
+    last = parts[-1]
     if isinstance(parent, dict):
         if name == "add":
             parent[last] = _copy(op["value"])
@@ -168,6 +161,23 @@ def _apply_op(doc: JSON, op: Any) -> JSON:
     else:
         raise PatchError(f"cannot {name} inside a {type(parent).__name__}", path)
     return doc
+
+
+def tokens(pointer: str) -> list[str]:
+    """The reference tokens of a JSON Pointer, unescaped; none for "" (the whole document)."""
+    if pointer == "":
+        return []
+    if not pointer.startswith("/"):
+        raise PatchError("JSON Pointer must be empty or start with '/'", pointer)
+    return [_token(t, pointer) for t in pointer[1:].split("/")]
+
+
+def resolve(doc: JSON, pointer: str) -> JSON:
+    """The value at a JSON Pointer in doc; `PatchError` when the path does not exist there."""
+    node = doc
+    for token in tokens(pointer):
+        node = _child(node, token, pointer)
+    return node
 
 
 def _token(token: str, path: str) -> str:

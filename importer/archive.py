@@ -18,10 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
 
+from events.mids import ARCHETYPES_FILE
 from importer.errors import ImportInputError
 from importer.limits import DEFAULT_LIMITS, ReadLimits
 
-MARKER_FILE: Final = "I12.json"
 _CHUNK: Final = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -314,7 +314,7 @@ def single_root(paths: Iterable[str]) -> str:
     """`dir/` when the export sits in one top folder of the archive (no I12.json at the top), else ``""``."""
     tops = set()
     for rel in paths:
-        if rel == MARKER_FILE:
+        if rel == ARCHETYPES_FILE:
             return ""
         top, sep, _ = rel.partition("/")
         tops.add(top + sep)
@@ -342,7 +342,7 @@ def _extract_tar(path: Path, name: str, limits: ReadLimits) -> DirectoryExport:
         _extract_members(path, name, tmp, limits)
         root = tmp
         entries = os.listdir(tmp)
-        if MARKER_FILE not in entries and len(entries) == 1 and (tmp / entries[0]).is_dir():
+        if ARCHETYPES_FILE not in entries and len(entries) == 1 and (tmp / entries[0]).is_dir():
             root = tmp / entries[0]
         return DirectoryExport(root, name, limits, cleanup=tmp)
     except BaseException:

@@ -5,19 +5,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from events import EntityAdded, EntityChanged, EntityRemoved, canonical_bytes, diff, stream_id
+from events.mids import KINDS, OUTCOMES
 from store.log import Pending, StreamHead
-
-KINDS = ("archetype", "powerset", "power", "enhancement", "enhancement_set")
-OUTCOMES = ("added", "changed", "removed", "unchanged")
 
 
 def empty_counts() -> dict[str, dict[str, int]]:
     return {kind: dict.fromkeys(OUTCOMES, 0) for kind in KINDS}
+
+
+class _Changed(NamedTuple):
+    """A record whose hash differs from its stream's head: its event waits for the previous record."""
+
+    kind: str
+    key: str
+    record: Any
+    data: bytes
+    digest: str
+    head: StreamHead
 
 
 @dataclass
@@ -33,7 +42,7 @@ class Differ:
     batch_size: int = 2000
     counts: dict[str, dict[str, int]] = field(default_factory=empty_counts)
     _seen: set[str] = field(default_factory=set)
-    _changed: list[tuple[str, str, Any, bytes, str, StreamHead]] = field(default_factory=list)
+    _changed: list[_Changed] = field(default_factory=list)
 
     def feed(self, kind: str, key: str, record: Any) -> list[Pending]:
         """One source record; returns the events ready so far (possibly none)."""
@@ -50,7 +59,7 @@ class Differ:
             self.counts[kind]["unchanged"] += 1
             return []
         self.counts[kind]["changed"] += 1
-        self._changed.append((kind, key, record, data, digest, head))
+        self._changed.append(_Changed(kind, key, record, data, digest, head))
         if len(self._changed) >= self.batch_size:
             return self.flush()
         return []
@@ -59,14 +68,18 @@ class Differ:
         """Events for the changed records collected so far."""
         if not self._changed:
             return []
-        previous = self.fetch_records([c[5].stream_id for c in self._changed])
+        previous = self.fetch_records([c.head.stream_id for c in self._changed])
         out = []
-        for kind, key, record, data, digest, head in self._changed:
-            old = msgspec.json.decode(previous[head.stream_id])
+        for c in self._changed:
+            old = msgspec.json.decode(previous[c.head.stream_id])
             ev = EntityChanged(
-                kind=kind, key=key, patch=diff(old, record), previous_hash=head.hash or "", hash=digest
+                kind=c.kind,
+                key=c.key,
+                patch=diff(old, c.record),
+                previous_hash=c.head.hash or "",
+                hash=c.digest,
             )
-            out.append(Pending(ev, head.version, data))
+            out.append(Pending(ev, c.head.version, c.data))
         self._changed.clear()
         return out
 
@@ -86,7 +99,3 @@ class Differ:
                 )
             )
         return out
-
-    @property
-    def total_events(self) -> int:
-        return sum(c["added"] + c["changed"] + c["removed"] for c in self.counts.values())

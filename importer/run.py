@@ -16,9 +16,9 @@ from importer.diff import Differ, empty_counts
 from importer.errors import ImportInputError
 from importer.limits import ReadLimits
 from importer.source import ExportHeader, ExportReader, read_export
-from store import faults, imports, log
+from store import faults, imports, locks, log
 from store.connection import Database
-from store.errors import ConcurrencyError, LockBusy
+from store.errors import ConcurrencyError
 from store.imports import ImportMeta
 
 logger = structlog.get_logger(__name__)
@@ -76,7 +76,7 @@ def run_import(
     wait: bool = True,
     limits: ReadLimits | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-    on_wait: Callable[[], None] | None = None,
+    on_wait: Callable[[locks.Holder | None], None] | None = None,
 ) -> ImportResult:
     """Import one export in one transaction; with `dry_run`, compute the same diff and write nothing.
 
@@ -114,7 +114,7 @@ def _run(
     wait: bool,
     limits: ReadLimits,
     on_progress: Callable[[Progress], None] | None,
-    on_wait: Callable[[], None] | None,
+    on_wait: Callable[[locks.Holder | None], None] | None,
 ) -> None:
     # Read the header first: a missing or broken I12.json fails before we queue behind another import.
     with read_export(path, limits, strict) as reader:
@@ -124,7 +124,13 @@ def _run(
         meta.source_issue = reader.header.issue
         conn.execute("BEGIN" if not result.dry_run else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if not result.dry_run:
-            got = log.lock(conn, wait=False) if not wait else _lock_or_wait(conn, db, on_wait)
+            got = locks.acquire(
+                conn,
+                locks.LOG,
+                wait=wait,
+                timeout_s=db.settings.lock_timeout_s,
+                on_wait=on_wait,
+            )
             result.waited_for_lock = not got
         if _already_in_log(conn, reader, result, strict):
             result.files = len(reader.files)
@@ -224,37 +230,22 @@ def _already_in_log(
     """True when this very export was the last thing imported: the log is then exactly what reading it
     would give, so there is nothing to parse. Decided under the log lock, from raw bytes only."""
     content_hash = reader.hash_files()
-    row = conn.execute(
-        "SELECT counts, warnings, head_chain_hash FROM imports WHERE status = 'completed' AND content_hash = %s"
-        " ORDER BY id DESC LIMIT 1",
-        (content_hash,),
-    ).fetchone()
-    if row is None or row[2] != str(log.head(conn)):
+    last = imports.last_with_content(conn, content_hash)
+    if last is None or last.head_chain_hash != str(log.head(conn)):
         return False
-    counts, warnings, _ = row
-    if strict and warnings:
+    if strict and last.warnings:
         return False  # let the full read raise the duplicate as --strict asks
-    for kind, c in counts.items():
+    for kind, c in last.counts.items():
         result.counts[kind] = {
             "added": 0,
             "changed": 0,
             "removed": 0,
             "unchanged": c["added"] + c["changed"] + c["unchanged"],
         }
-    result.warnings = list(warnings)
+    result.warnings = list(last.warnings)
     for w in result.warnings:
         logger.warning("duplicate_key", **{k: v for k, v in w.items() if k != "event"})
     result.content_hash = content_hash
     result.shortcut = True
     logger.info("export_already_in_log", content_hash=content_hash)
     return True
-
-
-def _lock_or_wait(conn: psycopg.Connection[Any], db: Database, on_wait: Callable[[], None] | None) -> bool:
-    try:
-        return log.lock(conn, wait=False)
-    except LockBusy:
-        logger.info("waiting_for_other_import")
-        if on_wait:
-            on_wait()
-        return log.lock(conn, wait=True, timeout_s=db.settings.lock_timeout_s)

@@ -6,23 +6,15 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import structlog
 
-from importer.archive import MARKER_FILE, Export, open_export
+from events.mids import ARCHETYPES_FILE, ENHANCEMENTS_FILE, KINDS, NOTE_FILES, POWERSETS_DIR, Kind
+from importer.archive import Export, open_export
 from importer.errors import ImportInputError
 from importer.jsonread import ParsedFile, json_path, json_type, parse_file
 from importer.limits import DEFAULT_LIMITS, ReadLimits
-
-Kind = Literal["archetype", "powerset", "power", "enhancement", "enhancement_set"]
-KINDS: Final[tuple[Kind, ...]] = ("archetype", "powerset", "power", "enhancement", "enhancement_set")
-
-ARCHETYPES_FILE: Final = MARKER_FILE
-ENHANCEMENTS_FILE: Final = "EnhDB.json"
-POWERSETS_DIR: Final = "db"
-# Lookup notes, not entities: read only so that the export's content hash covers them.
-NOTE_FILES: Final = ("PowerSets.json", "PowerPools.json")
 
 # kind, its array in the file (None: the file itself), its natural key field
 _ARRAYS: Final[dict[str, tuple[Kind, str]]] = {

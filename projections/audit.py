@@ -13,9 +13,9 @@ from psycopg import sql
 from events.errors import PowerlogError
 from projections import ddl
 from projections.fingerprint import fingerprint, table_hashes
-from projections.projector import LIVE_SCHEMA, catch_up, checkpoint
-from projections.tables import READ_TABLES
-from store import log
+from projections.projector import catch_up, checkpoint
+from projections.tables import LIVE_SCHEMA, READ_TABLES, VIEW
+from store import imports, log
 from store.connection import Database
 from store.errors import ChainError
 
@@ -132,22 +132,20 @@ def _live_snapshot(
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         position = checkpoint(conn, LIVE_SCHEMA)
         hashes = table_hashes(conn, LIVE_SCHEMA)
-        row = conn.execute(
-            "SELECT id, fingerprint FROM imports WHERE status = 'completed' AND last_position = %s"
-            " ORDER BY id DESC LIMIT 1",
-            (position,),
-        ).fetchone()
-        check = None if row is None else FingerprintCheck(int(row[0]), row[1], fingerprint(conn, LIVE_SCHEMA))
+        row = imports.ending_at(conn, position)
+        check = (
+            None if row is None else FingerprintCheck(row.id, row.fingerprint, fingerprint(conn, LIVE_SCHEMA))
+        )
     return position, hashes, check
 
 
-def rebuilt_hashes(conn: psycopg.Connection[Any], until: int) -> dict[str, str]:
+def rebuilt_hashes(conn: psycopg.Connection[Any], until: int, range_size: int) -> dict[str, str]:
     """Build the read tables from the log up to `until` in a scratch schema, hash them, drop the schema."""
     scratch = SCRATCH_PREFIX + secrets.token_hex(4)
     try:
         with conn.transaction():
             ddl.create_tables(conn, scratch)
-        catch_up(conn, scratch, until=until)
+        catch_up(conn, scratch, range_size=range_size, until=until)
         return table_hashes(conn, scratch)
     finally:
         with conn.transaction():
@@ -169,7 +167,7 @@ def verify(db: Database, kept: log.Head | None = None) -> VerifyReport:
                 report.head_error = exc
         report.checkpoint, live, report.fingerprint = _live_snapshot(conn)
         try:
-            rebuilt: dict[str, str] = rebuilt_hashes(conn, report.checkpoint)
+            rebuilt: dict[str, str] = rebuilt_hashes(conn, report.checkpoint, db.settings.project_batch)
         except (PowerlogError, psycopg.DatabaseError) as exc:
             # An altered log may not even fold; that is reported, with whatever else failed.
             report.rebuild_error = " ".join(str(exc).split())
@@ -182,7 +180,7 @@ def verify(db: Database, kept: log.Head | None = None) -> VerifyReport:
 def schema_rows(conn: psycopg.Connection[Any], schema: str) -> dict[str, int]:
     """Rows per read table and in the summary view of a schema."""
     out = {}
-    for name in (*READ_TABLES, ddl.VIEW):
+    for name in (*READ_TABLES, VIEW):
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()
         out[name] = int(row[0]) if row else 0
     return out

@@ -9,10 +9,7 @@ from psycopg import sql
 from sqlalchemy import create_engine, pool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from projections.tables import READ_TABLES, metadata
-
-VIEW = "power_build_summary"
-CHECKPOINTS = "projection_checkpoints"
+from projections.tables import CHECKPOINTS, READ_TABLES, VIEW, metadata
 
 # Built after a full load, not during it: GIN indexes present during a load cost 30-40 % (DESIGN.md).
 SEARCH_INDEXES = (

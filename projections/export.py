@@ -16,19 +16,17 @@ import msgspec
 import psycopg
 import structlog
 
-from events import JSON, decode
+from events import JSON, decode, stream_id
 from events.errors import CanonicalError, PowerlogError
-from store import audit
+from events.mids import ARCHETYPES_FILE, ENHANCEMENTS_FILE, KINDS, NOTE_FILES, POWERSETS_DIR
+from store import asof, imports
 from store.connection import Database
 from store.imports import ImportRow
 
 log = structlog.get_logger(__name__)
 
-ARCHETYPES_FILE = "I12.json"
-ENHANCEMENTS_FILE = "EnhDB.json"
-POWERSETS_DIR = "db"
 # What an export consists of: with --force these are replaced in OUT, nothing else there is touched.
-EXPORT_ENTRIES = (ARCHETYPES_FILE, ENHANCEMENTS_FILE, "PowerSets.json", "PowerPools.json", POWERSETS_DIR)
+EXPORT_ENTRIES = (ARCHETYPES_FILE, ENHANCEMENTS_FILE, *NOTE_FILES, POWERSETS_DIR)
 _UNSAFE = re.compile(r"[/\\\x00-\x1f]")
 
 
@@ -41,7 +39,7 @@ class ExportResult:
     out: Path
     import_id: int
     position: int
-    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(audit.KINDS, 0))
+    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     files: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,8 +96,8 @@ def _owner(power_key: str, powersets: dict[str, int]) -> str | None:
 def _records(
     conn: psycopg.Connection[Any], kind: str, keys: list[str], until: int
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    sids = [f"{kind}:{k}" for k in keys]
-    for sid, record in audit.fold_streams(conn, sids, until):
+    sids = [stream_id(kind, k) for k in keys]
+    for sid, record in asof.fold_streams(conn, sids, until):
         if not isinstance(record, dict):
             raise ExportError(f"{sid} is listed as present after position {until} but folds to nothing")
         yield sid.partition(":")[2], record
@@ -153,7 +151,7 @@ def write_export(conn: psycopg.Connection[Any], row: ImportRow, until: int, targ
 
 
 def _keys(conn: psycopg.Connection[Any], kind: str, until: int) -> list[str]:
-    return [p.key for p in audit.present(conn, kind, until)]
+    return [p.key for p in asof.present(conn, kind, until)]
 
 
 def export(db: Database, as_of: int, out: Path, force: bool = False) -> ExportResult:
@@ -167,7 +165,7 @@ def export(db: Database, as_of: int, out: Path, force: bool = False) -> ExportRe
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} is not empty; choose an empty or new directory, or use --force")
     with db.connect(autocommit=True) as conn:
-        row, until = audit.import_state(conn, as_of)
+        row, until = imports.state(conn, as_of)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         # mkdtemp makes it private (0700); the export should get the modes any new directory gets.

@@ -8,9 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from projections.tables import READ_TABLES
-
-LIVE_SCHEMA = "public"
+from projections.tables import LIVE_SCHEMA, READ_TABLES
 
 
 def table_hashes(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> dict[str, str]:

@@ -146,6 +146,3 @@ POWERS = TableSpec(
 
 # Referenced tables first, so references resolve within the same batch.
 SPECS: tuple[TableSpec, ...] = (ARCHETYPES, ENHANCEMENT_SETS, POWERSETS, ENHANCEMENTS, POWERS)
-
-# Entity kind -> the read table that holds it.
-TABLE_OF: dict[str, str] = {spec.kind: spec.table for spec in SPECS}

@@ -14,15 +14,15 @@ from psycopg import sql
 from events import apply
 from projections.fingerprint import fingerprint
 from projections.kinds import SPECS, TableSpec
+from projections.tables import CHECKPOINTS, LIVE_SCHEMA
 from store import faults, imports
+from store.log import STAGED, head, stage_range
 
 log = structlog.get_logger(__name__)
 
 _ENCODER = msgspec.json.Encoder()
 # jsonb's binary input: a version byte, then JSON text.
 _JSONB_V1 = b"\x01"
-LIVE_SCHEMA = "public"
-RANGE = 10_000  # positions per transaction
 PROJECTORS = tuple(spec.table for spec in SPECS)
 
 
@@ -43,8 +43,12 @@ class BatchCounts:
 
 
 def _q(template: str, schema: str, spec: TableSpec, **more: Any) -> sql.Composed:
+    """A statement on one table of the schema; {staged} is the log range `store.log.stage_range` staged."""
     return sql.SQL(template).format(
-        table=sql.Identifier(schema, spec.table), key=sql.Identifier(spec.key_column), **more
+        table=sql.Identifier(schema, spec.table),
+        key=sql.Identifier(spec.key_column),
+        staged=sql.Identifier(STAGED),
+        **more,
     )
 
 
@@ -65,9 +69,7 @@ def _column_list(schema: str, spec: TableSpec) -> tuple[sql.Composable, sql.Comp
 def checkpoint(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> int:
     """The position every projector of this schema has applied (the lowest of them)."""
     row = conn.execute(
-        sql.SQL("SELECT min(position), count(*) FROM {}").format(
-            sql.Identifier(schema, "projection_checkpoints")
-        )
+        sql.SQL("SELECT min(position), count(*) FROM {}").format(sql.Identifier(schema, CHECKPOINTS))
     ).fetchone()
     if row is None or row[1] < len(PROJECTORS):
         return 0
@@ -76,33 +78,10 @@ def checkpoint(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> int:
 
 def checkpoints(conn: psycopg.Connection[Any], schema: str = LIVE_SCHEMA) -> dict[str, int]:
     rows = conn.execute(
-        sql.SQL("SELECT projector, position FROM {}").format(sql.Identifier(schema, "projection_checkpoints"))
+        sql.SQL("SELECT projector, position FROM {}").format(sql.Identifier(schema, CHECKPOINTS))
     ).fetchall()
     found = {r[0]: int(r[1]) for r in rows}
     return {p: found.get(p, 0) for p in PROJECTORS}
-
-
-def _stage(conn: psycopg.Connection[Any], after: int, until: int) -> int:
-    """Index this range's events in a temp table, numbered per stream; returns the number of rounds.
-
-    Payloads stay in `events` (joined by position when needed): copying them would cost as much again.
-    """
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS batch_events (global_position bigint, stream_id text, kind text,"
-        " key text, stream_version int, event_type text, escaped bool, rn int) ON COMMIT DELETE ROWS"
-    )
-    conn.execute("TRUNCATE batch_events")
-    # The key is what follows the first ':' of the stream id (kinds hold no ':').
-    conn.execute(
-        "INSERT INTO batch_events SELECT global_position, stream_id, split_part(stream_id, ':', 1),"
-        " substr(stream_id, strpos(stream_id, ':') + 1), stream_version, event_type, data_escaped,"
-        " row_number() OVER (PARTITION BY stream_id ORDER BY global_position)"
-        " FROM events WHERE global_position > %s AND global_position <= %s",
-        (after, until),
-    )
-    conn.execute("ANALYZE batch_events")
-    row = conn.execute("SELECT coalesce(max(rn), 0) FROM batch_events").fetchone()
-    return int(row[0]) if row else 0
 
 
 _ID = (
@@ -125,7 +104,7 @@ def _apply_round(
     applied = counts.applied[spec.table]
     cur = conn.execute(
         _q(
-            "DELETE FROM {table} t USING batch_events b WHERE b.kind = %s AND b.rn = %s"
+            "DELETE FROM {table} t USING {staged} b WHERE b.kind = %s AND b.rn = %s"
             " AND b.event_type = 'EntityRemoved' AND t.{key} = b.key",
             schema,
             spec,
@@ -141,7 +120,7 @@ def _apply_round(
         _q(
             "INSERT INTO {table} (id, {names}) SELECT " + _ID + ", {exprs} FROM"
             " (SELECT b.*, CASE WHEN b.escaped THEN powerlog_unmark(e.data->'record') ELSE e.data->'record' END AS r"
-            "  FROM batch_events b JOIN events e ON e.global_position = b.global_position"
+            "  FROM {staged} b JOIN events e ON e.global_position = b.global_position"
             "   AND e.global_position > %s AND e.global_position <= %s"
             "  WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityAdded' OFFSET 0) x"
             " ON CONFLICT ({key}) DO UPDATE SET {updates}",
@@ -167,13 +146,14 @@ def _resolve_dangling(conn: psycopg.Connection[Any], schema: str, spec: TableSpe
                 "UPDATE {table} t SET {col} = r.id FROM {ref} r"
                 " WHERE t.{col} IS NULL AND r.{refkey} = "
                 + row_expr
-                + " AND EXISTS (SELECT 1 FROM batch_events b"
+                + " AND EXISTS (SELECT 1 FROM {staged} b"
                 " WHERE b.kind = %s AND b.event_type = 'EntityAdded' AND b.key = r.{refkey})"
             ).format(
                 table=sql.Identifier(schema, spec.table),
                 ref=sql.Identifier(schema, ref_table),
                 col=sql.Identifier(column),
                 refkey=sql.Identifier(ref_key),
+                staged=sql.Identifier(STAGED),
             ),
             (ref_kind,),
         )
@@ -195,7 +175,7 @@ def _apply_changes(
     """
     rows = conn.execute(
         _q(
-            "SELECT b.key, e.data->'patch', b.escaped, " + spec.record_from_row + " FROM batch_events b"
+            "SELECT b.key, e.data->'patch', b.escaped, " + spec.record_from_row + " FROM {staged} b"
             " JOIN events e ON e.global_position = b.global_position AND e.global_position > %s"
             " AND e.global_position <= %s JOIN {table} t ON t.{key} = b.key"
             " WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged'",
@@ -233,8 +213,8 @@ def apply_range(
     conn: psycopg.Connection[Any], schema: str, after: int, until: int, counts: BatchCounts
 ) -> None:
     """Apply events (after, until] to the schema's tables and move its checkpoints, in the caller's transaction."""
-    rounds = _stage(conn, after, until)
-    for rn in range(1, rounds + 1):
+    staged = stage_range(conn, after, until)
+    for rn in range(1, staged.rounds + 1):
         for spec in SPECS:
             # The range bounds let the planner read `events` by primary key, not scan all of it.
             _apply_round(conn, schema, spec, rn, (after, until), counts)
@@ -245,45 +225,35 @@ def apply_range(
         sql.SQL(
             "INSERT INTO {} (projector, position, updated_at) SELECT p, %s, clock_timestamp() FROM unnest(%s::text[]) p"
             " ON CONFLICT (projector) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at"
-        ).format(sql.Identifier(schema, "projection_checkpoints")),
+        ).format(sql.Identifier(schema, CHECKPOINTS)),
         (until, list(PROJECTORS)),
     )
-    row = conn.execute("SELECT count(*) FROM batch_events").fetchone()
-    counts.events += int(row[0]) if row else 0
+    counts.events += staged.events
     counts.batches += 1
     counts.position = until
 
 
-def log_head(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT coalesce(max(global_position), 0) FROM events").fetchone()
-    return int(row[0]) if row else 0
-
-
 def catch_up(
     conn: psycopg.Connection[Any],
-    schema: str = LIVE_SCHEMA,
+    schema: str,
+    *,
+    range_size: int,
     until: int | None = None,
-    range_size: int = RANGE,
     on_batch: Callable[[BatchCounts, int], None] | None = None,
 ) -> BatchCounts:
-    """Apply every event past the schema's checkpoint (up to `until`), one transaction per range.
+    """Apply every event past the schema's checkpoint (up to `until`), one transaction per range of at most
+    `range_size` positions (POWERLOG_PROJECT_BATCH).
 
     `conn` must not be in a transaction: each range commits on its own, so a crash loses at most the
     range in flight, and the next run resumes from the checkpoint.
     """
     counts = BatchCounts()
-    target = log_head(conn) if until is None else until
+    target = head(conn).position if until is None else until
     position = checkpoint(conn, schema)
     counts.position = position
     # Ranges stop at each import's last position, so the live tables' fingerprint after that import can
     # be recorded with it (in the same transaction as the rows it describes).
-    boundaries = dict(
-        conn.execute(
-            "SELECT last_position, id FROM imports WHERE status = 'completed' AND last_position > %s"
-            " AND last_position <= %s",
-            (position, target),
-        ).fetchall()
-    )
+    boundaries = imports.boundaries(conn, position, target)
     while position < target:
         end = min([position + range_size, target, *(b for b in boundaries if b > position)])
         with conn.transaction():

@@ -18,7 +18,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
+LIVE_SCHEMA = "public"
+"""Where the read tables downstream apps query live; rebuilds and replays build in schemas of their own."""
 READ_TABLES = ("archetypes", "powersets", "powers", "enhancement_sets", "enhancements")
+CHECKPOINTS = "projection_checkpoints"
+VIEW = "power_build_summary"
+"""The materialized view over powers, powersets and archetypes (projections/ddl.py), kept fresh by scheduler/."""
 
 archetypes = Table(
     "archetypes",
@@ -96,7 +101,7 @@ enhancements = Table(
 )
 
 projection_checkpoints = Table(
-    "projection_checkpoints",
+    CHECKPOINTS,
     metadata,
     Column("projector", Text, primary_key=True),
     Column("position", BigInteger, nullable=False, server_default="0"),

@@ -1,10 +1,9 @@
 """Keeps the materialized view `power_build_summary` fresh: concurrent refreshes, one at a time everywhere."""
 
+from projections.tables import VIEW
 from scheduler.runner import JOB_ID, build_scheduler, refresh_job, run_forever
 from scheduler.view import (
-    REFRESH_LOCK_KEY,
     SOURCE_PROJECTORS,
-    VIEW,
     RefreshFailed,
     RefreshRecord,
     RefreshResult,
@@ -20,7 +19,6 @@ from scheduler.view import (
 
 __all__ = [
     "JOB_ID",
-    "REFRESH_LOCK_KEY",
     "SOURCE_PROJECTORS",
     "VIEW",
     "RefreshFailed",

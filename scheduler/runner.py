@@ -22,7 +22,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler  # type: ignore[im
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from events.errors import PowerlogError
-from scheduler.view import VIEW, RefreshResult, is_stale, refresh
+from projections.tables import VIEW
+from scheduler.view import RefreshResult, is_stale, refresh
 from store.connection import Database
 
 log = structlog.get_logger(__name__)

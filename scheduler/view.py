@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -12,18 +11,19 @@ from typing import Any, Literal
 
 import psycopg
 import structlog
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from events.errors import PowerlogError
+from projections.tables import CHECKPOINTS, VIEW
+from store import locks
+from store.backend import lower_priority
 from store.connection import Database
 from store.errors import SchemaError
 from store.server import redact
 
 log = structlog.get_logger(__name__)
 
-VIEW = "power_build_summary"
-# Session-level advisory lock held for a whole refresh; distinct from the log's append lock ("powerlog").
-REFRESH_LOCK_KEY = 0x706C5F7265667273  # "pl_refrs"
 SOURCE_PROJECTORS = ("archetypes", "powersets", "powers")
 APPLICATION_NAME = "powerlog refresh"
 INTERRUPTED = "interrupted: the refreshing process or its connection ended before the refresh finished"
@@ -91,7 +91,9 @@ def _schema_required() -> Iterator[None]:
 def source_position(conn: Conn) -> int:
     """The log position the view's source tables are projected up to (0 before any projection)."""
     row = conn.execute(
-        "SELECT coalesce(max(position), 0) FROM projection_checkpoints WHERE projector = ANY(%s)",
+        sql.SQL("SELECT coalesce(max(position), 0) FROM {} WHERE projector = ANY(%s)").format(
+            sql.Identifier(CHECKPOINTS)
+        ),
         (list(SOURCE_PROJECTORS),),
     ).fetchone()
     assert row is not None
@@ -148,17 +150,6 @@ def record_built(conn: Conn, position: int) -> None:
         )
 
 
-def _lock_holder(conn: Conn) -> int | None:
-    # A bigint advisory key shows in pg_locks split into classid (high half) and objid (low half).
-    row = conn.execute(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-        " AND classid::bigint = %s AND objid::bigint = %s AND database = ("
-        "SELECT oid FROM pg_database WHERE datname = current_database())",
-        (REFRESH_LOCK_KEY >> 32, REFRESH_LOCK_KEY & 0xFFFFFFFF),
-    ).fetchone()
-    return int(row[0]) if row else None
-
-
 def status(conn: Conn) -> dict[str, Any]:
     """The view's refresh figures for `powerlog status`, JSON-ready."""
     with _schema_required():
@@ -173,7 +164,7 @@ def status(conn: Conn) -> dict[str, Any]:
         ).fetchone()
         assert row is not None
         latest = history(conn, limit=1)
-        holder = _lock_holder(conn)
+        holder = locks.holder(conn, locks.REFRESH)
     refreshed_position = (last.source_position or 0) if last else 0
     last_failed = next((r for r in latest if r.outcome == "failed"), None)
     return {
@@ -225,17 +216,11 @@ def refresh(db: Database, *, if_stale: bool = False, concurrently: bool = True) 
     """
     # A pooled session: opening a backend per refresh costs a fork and a cold cache, which readers on
     # a small machine feel (bench/results/refresh.md).
+    # What the refresh sets on the session (lock_timeout, application name, niceness) is undone by the
+    # pool before the session is lent again (store.connection.reset_session).
     with db.pooled() as conn:
-        try:
-            conn.execute("SELECT set_config('application_name', %s, false)", (APPLICATION_NAME,))
-            return _refresh_on(db, conn, if_stale, concurrently)
-        finally:
-            # The advisory lock is the session's: release it before the session goes back to the pool
-            # (a broken session is discarded by the pool, which ends it and its lock).
-            if not conn.broken and not conn.closed:
-                with suppress(psycopg.Error):
-                    conn.execute("SELECT pg_advisory_unlock_all()")
-                    conn.execute("RESET application_name")
+        conn.execute("SELECT set_config('application_name', %s, false)", (APPLICATION_NAME,))
+        return _refresh_on(db, conn, if_stale, concurrently)
 
 
 def _refresh_on(db: Database, conn: Conn, if_stale: bool, concurrently: bool) -> RefreshResult:
@@ -244,11 +229,23 @@ def _refresh_on(db: Database, conn: Conn, if_stale: bool, concurrently: bool) ->
         if if_stale and not is_stale(conn):
             log.debug("refresh_not_needed", view=VIEW)
             return RefreshResult("fresh", reason="the view is up to date")
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (REFRESH_LOCK_KEY,)).fetchone()
-        if not (got and got[0]):
+        if not locks.try_acquire(conn, locks.REFRESH):
             reason = "another process is refreshing"
-            log.info("refresh_skipped", view=VIEW, reason=reason, holder_pid=_lock_holder(conn))
+            holder = locks.holder(conn, locks.REFRESH)
+            log.info("refresh_skipped", view=VIEW, reason=reason, holder_pid=holder.pid if holder else None)
             return RefreshResult("skipped", reason=reason)
+    try:
+        return _refresh_locked(db, conn, if_stale, concurrently)
+    finally:
+        # Given back here rather than by the pool's reset, which runs later in a pool worker: the next
+        # refresh may be lent another session and must find the lock free.
+        if not conn.broken and not conn.closed:
+            with suppress(psycopg.Error):  # a session that failed here is discarded by the pool, lock and all
+                locks.release(conn, locks.REFRESH)
+
+
+def _refresh_locked(db: Database, conn: Conn, if_stale: bool, concurrently: bool) -> RefreshResult:
+    with _schema_required():
         # Under the lock: another process may have just refreshed, and nobody else is running now.
         if if_stale and not is_stale(conn):
             log.debug("refresh_not_needed", view=VIEW, reason="refreshed by another process meanwhile")
@@ -281,29 +278,14 @@ def _mark_interrupted(conn: Conn) -> None:
         log.warning("refresh_marked_interrupted", view=VIEW, rows=cur.rowcount)
 
 
-def _lower_priority(conn: Conn, nice: int) -> None:
-    """Let readers win the CPU: a refresh is background work, and on a small machine its backend
-    otherwise takes a core from the backends answering readers. Only possible when the server runs on
-    this machine and we may renice its processes; elsewhere it is skipped, silently."""
-    if nice <= 0:
-        return
-    pid = conn.info.backend_pid
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            if not f.read().startswith("postgres"):
-                return  # that pid is not our backend: the server is on another machine
-        os.setpriority(os.PRIO_PROCESS, pid, max(os.getpriority(os.PRIO_PROCESS, pid), nice))
-    except (OSError, AttributeError):
-        return
-    log.debug("refresh_backend_reniced", pid=pid, nice=nice)
-
-
 def _run(db: Database, conn: Conn, refresh_id: int, mode: Mode, position: int) -> RefreshResult:
     log.info("refresh_started", view=VIEW, refresh_id=refresh_id, mode=mode, source_position=position)
     # A table locked by someone else (a rebuild swapping tables) must fail this tick, not hang it forever.
     conn.execute(f"SET lock_timeout = {int(db.settings.lock_timeout_s * 1000)}")
     stmt = f"REFRESH MATERIALIZED VIEW {'CONCURRENTLY ' if mode == 'concurrently' else ''}{VIEW}"
-    _lower_priority(conn, db.settings.refresh_nice)
+    # Readers win the CPU: a refresh is background work, and on a small machine its backend otherwise
+    # takes a core from the backends answering readers (bench/results/refresh.md).
+    lower_priority(conn, db.settings.refresh_nice)
     start = time.perf_counter()
     try:
         conn.execute(stmt)

@@ -9,18 +9,34 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from store.backend import restore_priority
 from store.errors import ServerUnavailable
 from store.server import describe, redact, start_embedded
 from store.settings import Settings
 
 
+def reset_session(conn: psycopg.Connection[Any]) -> None:
+    """Undo what a borrower may have set on a pooled session before it is lent again: session advisory
+    locks, settings (lock_timeout, application_name), the backend's niceness."""
+    conn.execute("SELECT pg_advisory_unlock_all()")
+    conn.execute("RESET ALL")
+    try:
+        restore_priority(conn)
+    except PermissionError:
+        conn.close()  # a reniced backend this user cannot restore: the pool discards the session
+
+
 class Database:
     """Knows how to reach the server; starts the embedded one on first use when no URL is set."""
 
-    def __init__(self, settings: Settings, dsn: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, dsn: str | None = None, application_name: str = "powerlog"
+    ) -> None:
         self.settings = settings
         self._dsn = dsn or settings.database_url
         self._pool: ConnectionPool | None = None
+        self.application_name = application_name
+        """Shown in pg_stat_activity, so a lock's holder can be named."""
 
     @property
     def dsn(self) -> str:
@@ -41,7 +57,9 @@ class Database:
         """A new connection; an unreachable server becomes one clear `ServerUnavailable`."""
         dsn = self.dsn
         try:
-            return psycopg.connect(dsn, connect_timeout=10, **kwargs)
+            return psycopg.connect(
+                dsn, connect_timeout=10, **{"application_name": self.application_name, **kwargs}
+            )
         except psycopg.OperationalError as exc:
             # psycopg spreads one reason over several indented lines; keep them on one.
             reason = redact(" ".join(str(exc).split()) or type(exc).__name__, dsn)
@@ -57,9 +75,10 @@ class Database:
                 max_size=self.settings.pool_size,
                 open=True,
                 name="powerlog",
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "application_name": self.application_name},
                 # A server restart leaves dead connections in the pool: check each one as it is lent.
                 check=ConnectionPool.check_connection,
+                reset=reset_session,
             )
         return self._pool
 

@@ -29,3 +29,7 @@ class ChainError(PowerlogError):
 
 class LockBusy(PowerlogError):
     """Another process holds a lock this command needs and we were asked not to wait."""
+
+
+class UnknownImport(PowerlogError):
+    """An import id that names no completed import: there is none, or it failed and left nothing."""

@@ -9,7 +9,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from store import log
 from store.connection import Database
+from store.errors import UnknownImport
 from store.log import Appended
 
 
@@ -116,6 +118,50 @@ _COLUMNS = (
 def get(conn: psycopg.Connection[Any], import_id: int) -> ImportRow | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM imports WHERE id = %s", (import_id,)).fetchone()
     return None if row is None else ImportRow(*row)
+
+
+def state(conn: psycopg.Connection[Any], import_id: int) -> tuple[ImportRow, int]:
+    """A completed import's row and the log position right after it committed (0 while the log was empty)."""
+    row = get(conn, import_id)
+    if row is None:
+        raise UnknownImport(f"there is no import {import_id} (see `powerlog status`)")
+    if row.status != "completed":
+        raise UnknownImport(f"import {import_id} failed; the log holds nothing from it")
+    return row, log.position_after_import(conn, import_id)
+
+
+def last_with_content(conn: psycopg.Connection[Any], content_hash: str) -> ImportRow | None:
+    """The newest completed import of an export with this content hash."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM imports WHERE status = 'completed' AND content_hash = %s ORDER BY id DESC LIMIT 1",
+        (content_hash,),
+    ).fetchone()
+    return None if row is None else ImportRow(*row)
+
+
+def ending_at(conn: psycopg.Connection[Any], position: int) -> ImportRow | None:
+    """The newest completed import whose events end at this log position."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM imports WHERE status = 'completed' AND last_position = %s"
+        " ORDER BY id DESC LIMIT 1",
+        (position,),
+    ).fetchone()
+    return None if row is None else ImportRow(*row)
+
+
+def boundaries(conn: psycopg.Connection[Any], after: int, until: int) -> dict[int, int]:
+    """Last position -> import id, for each completed import whose events end in (after, until]."""
+    rows = conn.execute(
+        "SELECT last_position, id FROM imports WHERE status = 'completed' AND last_position > %s"
+        " AND last_position <= %s",
+        (after, until),
+    ).fetchall()
+    return {int(pos): int(i) for pos, i in rows}
+
+
+def failed_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM imports WHERE status = 'failed'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def all_imports(conn: psycopg.Connection[Any]) -> list[ImportRow]:

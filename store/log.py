@@ -1,7 +1,7 @@
 """The change log: gap-free, append-only, hash-chained `events`, with `streams` kept beside it.
 
-Every write happens inside a transaction the caller owns (one per import): `lock` first, then
-`append` as often as needed; commit makes it all visible at once, or nothing.
+Every write happens inside a transaction the caller owns (one per import): take `store.locks.LOG`
+first, then `append` as often as needed; commit makes it all visible at once, or nothing.
 """
 
 from __future__ import annotations
@@ -30,16 +30,13 @@ from events import (
     stream_id,
 )
 from store import binary_copy
-from store.errors import ChainError, ConcurrencyError, LockBusy
+from store.errors import ChainError, ConcurrencyError
 from store.nul import from_jsonb, to_jsonb
 
 log = structlog.get_logger(__name__)
 
 NOTIFY_CHANNEL = "powerlog_events"
 GENESIS = bytes(32)
-# One key for the whole log: appends are serialized, so positions commit in the order they are given
-# and a reader that has seen position N never later finds a committed event below N.
-LOG_LOCK_KEY = 0x706F7765726C6F67  # "powerlog"
 
 _EVENT_COLUMNS = (
     "global_position",
@@ -120,25 +117,6 @@ def chain_hash(
     return h.digest()
 
 
-def lock(conn: psycopg.Connection[Any], wait: bool = True, timeout_s: float | None = None) -> bool:
-    """Take the log's transaction-scoped append lock; returns False (never raises) if we had to wait.
-
-    With `wait=False`, a held lock raises `LockBusy` at once.
-    """
-    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOG_LOCK_KEY,)).fetchone()
-    if got and got[0]:
-        return True
-    if not wait:
-        raise LockBusy("another import is writing to the log; run again later or drop --no-wait")
-    if timeout_s is not None:
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
-    try:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
-    except psycopg.errors.LockNotAvailable:
-        raise LockBusy(f"waited {timeout_s:g} s for another import to finish; it is still running") from None
-    return False
-
-
 def head(conn: psycopg.Connection[Any]) -> Head:
     """The last committed position and its chain hash (position 0 for an empty log)."""
     row = conn.execute(
@@ -148,7 +126,7 @@ def head(conn: psycopg.Connection[Any]) -> Head:
 
 
 def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pending]) -> Appended | None:
-    """Append a batch in the caller's transaction, which must hold `lock`; None for an empty batch.
+    """Append a batch in the caller's transaction, which must hold `store.locks.LOG`; None for an empty batch.
 
     Raises `ConcurrencyError` when a stream is not at the version an event expects; the caller's
     transaction is then unusable and must be rolled back, so nothing of the batch is stored.
@@ -353,13 +331,60 @@ def position_after_import(conn: psycopg.Connection[Any], import_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-def read_until_import(
-    conn: psycopg.Connection[Any], import_id: int, batch_size: int = 5000
-) -> Iterator[list[StoredEvent]]:
-    """Every event the log held once import `import_id` had committed."""
-    until = position_after_import(conn, import_id)
-    if until:
-        yield from read_from(conn, 0, until, batch_size)
+STAGED = "staged_events"
+"""The temporary table `stage_range` fills: one row per event of the range, without its payload."""
+
+
+class Staged(NamedTuple):
+    events: int
+    rounds: int
+    """The highest rank of an event in its stream within the range: rounds that apply it in order."""
+
+
+def stage_range(conn: psycopg.Connection[Any], after: int, until: int) -> Staged:
+    """Index the events (after, until] in the session's temporary table `staged_events` (global_position,
+    stream_id, kind, key, stream_version, event_type, escaped, rn: the event's rank in its stream within the
+    range), emptied at commit.
+
+    Payloads stay in `events`, to be joined by position: copying them would cost as much again.
+    """
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (global_position bigint, stream_id text, kind text, key text,"
+            " stream_version int, event_type text, escaped bool, rn int) ON COMMIT DELETE ROWS"
+        ).format(sql.Identifier(STAGED))
+    )
+    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGED)))
+    # The key is what follows the first ':' of the stream id (kinds hold no ':').
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} SELECT global_position, stream_id, split_part(stream_id, ':', 1),"
+            " substr(stream_id, strpos(stream_id, ':') + 1), stream_version, event_type, data_escaped,"
+            " row_number() OVER (PARTITION BY stream_id ORDER BY global_position)"
+            " FROM events WHERE global_position > %s AND global_position <= %s"
+        ).format(sql.Identifier(STAGED)),
+        (after, until),
+    )
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGED)))
+    row = conn.execute(
+        sql.SQL("SELECT count(*), coalesce(max(rn), 0) FROM {}").format(sql.Identifier(STAGED))
+    ).fetchone()
+    return Staged(int(row[0]), int(row[1])) if row else Staged(0, 0)
+
+
+def largest_changes(
+    conn: psycopg.Connection[Any], import_id: int, kind: str, limit: int
+) -> list[tuple[str, int, list[str]]]:
+    """The changes of one import to entities of `kind` with the most patch operations: (key, operations,
+    top-level fields they touch), most operations first."""
+    rows = conn.execute(
+        "SELECT data->>'key', jsonb_array_length(data->'patch'),"
+        " (SELECT array_agg(DISTINCT split_part(p->>'path', '/', 2)) FROM jsonb_array_elements(data->'patch') p)"
+        " FROM events WHERE import_id = %s AND event_type = 'EntityChanged' AND starts_with(stream_id, %s)"
+        " ORDER BY 2 DESC, 1 LIMIT %s",
+        (import_id, f"{kind}:", limit),
+    ).fetchall()
+    return [(str(key), int(ops), list(fields or [])) for key, ops, fields in rows]
 
 
 def verify_chain(conn: psycopg.Connection[Any], batch_size: int = 10000) -> Head:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -29,17 +30,23 @@ def describe(dsn: str) -> str:
     return f"host={host} port={port} database={dbname}"
 
 
-def redact(text: str, dsn: str | None) -> str:
-    """Remove the DSN's password from a text (a driver message may quote it)."""
-    if not dsn:
-        return text
-    try:
-        password = conninfo.conninfo_to_dict(dsn).get("password")
-    except psycopg.ProgrammingError:
-        return text
-    if password:
-        text = text.replace(str(password), "***")
-    return text
+# user:password@ in URLs, and password=... in key/value DSNs.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<key>password\s*=\s*)(?P<pw>'[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact(text: str, dsn: str | None = None) -> str:
+    """Hide passwords in a text: any written in a DSN (URL or key/value form) and, given the DSN we
+    connect with, its password wherever it appears (a driver message may quote it)."""
+    if dsn:
+        try:
+            password = conninfo.conninfo_to_dict(dsn).get("password")
+        except psycopg.ProgrammingError:
+            password = None
+        if password:
+            text = text.replace(str(password), "***")
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _KV_PASSWORD.sub(lambda m: f"{m.group('key')}***", text)
 
 
 def start_embedded(home: Path) -> str:

@@ -19,13 +19,16 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from store import schema
+from migrations import schema
+from projections.kinds import SPECS
 from store.connection import Database
 from store.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLES = REPO / "samples"
+# Entity kind -> the read table that holds it.
+TABLE_OF = {spec.kind: spec.table for spec in SPECS}
 
 
 def docker_available() -> tuple[bool, str]:

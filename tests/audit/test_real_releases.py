@@ -17,20 +17,20 @@ import pytest
 
 import projections
 from events import canonical_bytes, decode, same
+from events.mids import KINDS
 from importer.run import run_import
 from importer.source import ExportHeader, read_export
 from projections import audit as table_audit
+from projections.diff import ImportDiff, diff_imports
 from projections.export import export
 from projections.fingerprint import fingerprint
-from projections.kinds import TABLE_OF
+from projections.history import history
 from projections.runner import ReplayError
-from store import audit
 from store.connection import Database
-from tests.conftest import SHARED_DATA, settings_for
+from tests.conftest import SHARED_DATA, TABLE_OF, settings_for
 
 EXPECTED = json.loads((SHARED_DATA / "expected.json").read_text())
 RELEASES = ("mids-20.1224", "mids-21.0331")
-KINDS = audit.KINDS
 # Measured on these releases by `diff 1 2`, and checked against the raw files below.
 ARCHETYPE_FIELDS = {"Secondary": 52, "Primary": 51, "Ancillary": 13}
 POWERSET_FIELDS = {
@@ -78,9 +78,9 @@ def conn(db: Database) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture(scope="module")
-def full_diff(db: Database) -> audit.ImportDiff:
+def full_diff(db: Database) -> ImportDiff:
     with db.connect(autocommit=True) as c:
-        return audit.diff_imports(c, 1, 2)
+        return diff_imports(c, 1, 2)
 
 
 def like(pattern: str) -> re.Pattern[str]:
@@ -115,7 +115,7 @@ def raw_field_counts(old: Records, new: Records, kind: str) -> dict[str, int]:
 # --- diff ------------------------------------------------------------------------------------------------
 
 
-def test_diff_1_2_is_the_expected_table(full_diff: audit.ImportDiff) -> None:
+def test_diff_1_2_is_the_expected_table(full_diff: ImportDiff) -> None:
     assert {k: d.counts() for k, d in full_diff.kinds.items()} == EXPECTED["diff_20.1224_to_21.0331"]
     assert (full_diff.before_position, full_diff.after_position) == (4959, 8218)
     assert full_diff.kinds["powerset"].removed_keys == [TITAN]
@@ -128,7 +128,7 @@ def test_diff_1_2_is_the_expected_table(full_diff: audit.ImportDiff) -> None:
 
 
 def test_field_counts_match_the_raw_files(
-    full_diff: audit.ImportDiff, raw: dict[str, tuple[Records, ExportHeader]]
+    full_diff: ImportDiff, raw: dict[str, tuple[Records, ExportHeader]]
 ) -> None:
     kinds = full_diff.kinds
     assert kinds["archetype"].fields == ARCHETYPE_FIELDS
@@ -159,7 +159,7 @@ def test_diff_filters_by_kind_and_key(
     kind: str | None,
     key_like: str | None,
 ) -> None:
-    result = audit.diff_imports(conn, 1, 2, kind=kind, key_like=key_like)
+    result = diff_imports(conn, 1, 2, kind=kind, key_like=key_like)
     old, new = raw[RELEASES[0]][0], raw[RELEASES[1]][0]
     assert set(result.kinds) == ({kind} if kind else set(KINDS))
     for k, d in result.kinds.items():
@@ -171,11 +171,11 @@ def test_diff_filters_by_kind_and_key(
 
 
 def test_diff_backwards_and_with_itself(conn: psycopg.Connection[Any]) -> None:
-    back = audit.diff_imports(conn, 2, 1, kind="powerset")
+    back = diff_imports(conn, 2, 1, kind="powerset")
     assert back.kinds["powerset"].counts() == {"added": 1, "changed": 313, "removed": 0, "unchanged": 27}
     assert back.kinds["powerset"].added_keys == [TITAN]
     assert back.kinds["powerset"].fields == POWERSET_FIELDS
-    same_import = audit.diff_imports(conn, 2, 2)
+    same_import = diff_imports(conn, 2, 2)
     unique = EXPECTED["releases"][RELEASES[1]]["unique_keys"]
     assert {k: d.counts() for k, d in same_import.kinds.items()} == {
         k: {"added": 0, "changed": 0, "removed": 0, "unchanged": n} for k, n in unique.items()
@@ -268,7 +268,7 @@ def test_exported_release_imports_into_a_fresh_database_with_zero_differences(
 
 def test_history_of_flares_is_its_addition_only(conn: psycopg.Connection[Any]) -> None:
     # DESIGN's example power did not change between these two releases: one event, in import 1.
-    entries = audit.history(conn, "power", "Blaster_Ranged.Fire_Blast.Flares")
+    entries = history(conn, "power", "Blaster_Ranged.Fire_Blast.Flares")
     assert [(e.event_type, e.import_ref.id, e.import_ref.source_version) for e in entries] == [
         ("EntityAdded", 1, "20.1224")
     ]
@@ -279,7 +279,7 @@ def test_history_of_a_renumbered_power_shows_old_and_new_values(
     conn: psycopg.Connection[Any], raw: dict[str, tuple[Records, ExportHeader]]
 ) -> None:
     key = "Brute_Defense.Dark_Armor.Dark_Embrace"
-    entries = audit.history(conn, "power", key)
+    entries = history(conn, "power", key)
     assert [(e.event_type, e.import_ref.id) for e in entries] == [("EntityAdded", 1), ("EntityChanged", 2)]
     old, new = (decode(raw[r][0]["power", key]) for r in RELEASES)
     assert [c.as_dict() for c in entries[1].changes] == [
@@ -289,7 +289,7 @@ def test_history_of_a_renumbered_power_shows_old_and_new_values(
     assert old["PowerIndex"] != new["PowerIndex"]
     assert entries[1].previous_hash == entries[0].hash
     # Effects changes name the nested path: the old value read from the record before the change.
-    bolt = audit.history(conn, "power", "Blaster_Ranged.Fire_Blast.Blazing_Bolt")
+    bolt = history(conn, "power", "Blaster_Ranged.Fire_Blast.Blazing_Bolt")
     assert [c.as_dict() for c in bolt[1].changes] == [
         {"op": "remove", "path": "/Effects/7/VariableModified", "old": True}
     ]

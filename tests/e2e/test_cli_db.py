@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from store import schema
+from migrations import schema
 from tests.e2e.cli import powerlog
 
 

@@ -19,7 +19,7 @@ import pytest
 from psycopg import conninfo
 
 from importer.run import run_import
-from store import log
+from store import locks, log
 from store.connection import Database
 from tests.conftest import SAMPLES, SHARED_DATA, settings_for
 from tests.e2e.cli import BIN, powerlog
@@ -31,7 +31,7 @@ FIRE_BLAST = "db/Player/Class_Blaster_Blaster_Ranged.Fire_Blast.json"
 KINDS = ("archetype", "powerset", "power", "enhancement", "enhancement_set")
 OUTCOMES = ("added", "changed", "removed", "unchanged")
 HEAD = re.compile(r"log head (\d+):([0-9a-f]{64})")
-LOCK_CLASSID, LOCK_OBJID = log.LOG_LOCK_KEY >> 32, log.LOG_LOCK_KEY & 0xFFFFFFFF
+LOCK_CLASSID, LOCK_OBJID = locks.LOG.key >> 32, locks.LOG.key & 0xFFFFFFFF
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def waiting_for_log_lock(dsn: str) -> bool:
 def holding_log_lock(dsn: str) -> psycopg.Connection[Any]:
     """A connection in an open transaction that holds the log's append lock (commit or close to let go)."""
     holder = psycopg.connect(dsn)
-    assert log.lock(holder, wait=False)
+    assert locks.acquire(holder, locks.LOG, wait=False)
     return holder
 
 

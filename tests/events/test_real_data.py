@@ -14,7 +14,6 @@ from events import (
     Event,
     apply,
     canonical_bytes,
-    changed_paths,
     content_hash,
     diff,
     fold,
@@ -79,7 +78,7 @@ def test_patches_reproduce_every_changed_power(powers: tuple[dict[str, Any], dic
             unchanged += 1
             continue
         changed += 1
-        if any(p == "/Effects" or p.startswith("/Effects/") for p in changed_paths(patch)):
+        if any(p == "/Effects" or p.startswith("/Effects/") for p in (op["path"] for op in patch)):
             with_effects += 1
     assert changed == expected["changed"] == 2889
     assert unchanged == expected["unchanged"]

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 from importer.run import run_import
-from store import log
+from store import locks, log
 from store.connection import Database
 from store.faults import ENV as FAULT_ENV
 from tests.conftest import SHARED_DATA, settings_for
@@ -49,7 +49,7 @@ BATCH = 500  # POWERLOG_IMPORT_BATCH: several COPYs inside the one transaction
 # events, but the differ hands changed records over 2,000 at a time, so that import makes two COPYs
 # whatever POWERLOG_IMPORT_BATCH below 2,000 says; batch points 1 and 2 exist either way.
 DIFF_BATCHES = 2
-LOCK_CLASSID, LOCK_OBJID = log.LOG_LOCK_KEY >> 32, log.LOG_LOCK_KEY & 0xFFFFFFFF
+LOCK_CLASSID, LOCK_OBJID = locks.LOG.key >> 32, locks.LOG.key & 0xFFFFFFFF
 
 
 def crash_points(seed: int) -> tuple[str, list[str]]:

@@ -15,7 +15,8 @@ from structlog.testing import capture_logs
 from events import canonical_bytes, fold
 from importer.run import ImportResult, run_import
 from importer.source import read_export
-from store import log, schema
+from migrations import schema
+from store import log
 from store.connection import Database
 from tests.conftest import SHARED_DATA, create_database, drop_database, settings_for
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -13,10 +14,10 @@ import projections
 import scheduler
 from importer.run import run_import
 from projections.fingerprint import fingerprint, table_hashes
-from projections.kinds import TABLE_OF
-from projections.runner import PROJECTOR_LOCK_KEY, ProjectorBusy
+from store import locks
 from store.connection import Database
-from tests.conftest import SAMPLES, SHARED_DATA, settings_for
+from store.errors import LockBusy
+from tests.conftest import SAMPLES, SHARED_DATA, TABLE_OF, settings_for
 from tests.e2e.cli import powerlog
 
 EXPECTED = json.loads((SHARED_DATA / "expected.json").read_text())
@@ -174,8 +175,8 @@ def test_a_second_projector_waits_or_fails_fast(dsn: str) -> None:
     db = Database(settings_for(dsn))
     run_import(db, SAMPLES / "mids-20.1224")
     with psycopg.connect(dsn, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (PROJECTOR_LOCK_KEY,))
-        with pytest.raises(ProjectorBusy, match="another powerlog process is projecting"):
+        holder.execute("SELECT pg_advisory_lock(%s)", (locks.PROJECTOR.key,))
+        with pytest.raises(LockBusy, match="another powerlog process is projecting"):
             projections.project(db, wait=False)
         result = powerlog("project", "--no-wait", env={"DATABASE_URL": dsn})
         assert result.returncode == 1 and "another powerlog process is projecting" in result.stderr
@@ -324,3 +325,67 @@ def test_pool_powers_have_no_archetype_but_stay_in_the_summary(dsn: str, tmp_pat
         ).fetchone()
         assert row == ("Test Pool", None, None, {})
         assert count(conn, "power_build_summary") == 22
+
+
+def _waiting_for_the_projector_lock(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND classid::bigint = %s AND objid::bigint = %s",
+        (locks.PROJECTOR.key >> 32, locks.PROJECTOR.key & 0xFFFFFFFF),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_two_rebuilds_at_once_one_builds_the_other_waits_and_the_tables_equal_one_rebuild(dsn: str) -> None:
+    db = Database(settings_for(dsn, POWERLOG_PROJECT_BATCH="10"))
+    run_import(db, SAMPLES / "mids-20.1224")
+    run_import(db, SAMPLES / "mids-21.0331")
+    projections.rebuild(db)
+    with db.connect() as conn:
+        single = table_hashes(conn)
+
+    second_waits = threading.Event()
+    batches_while_second_waited: list[int] = []
+    errors: list[BaseException] = []
+
+    def first_batch(counts: projections.BatchCounts, target: int) -> None:
+        # Hold the first rebuild inside its build until the second one queues for the lock.
+        if counts.batches == 1:
+            assert second_waits.wait(60), "the second rebuild never queued behind the first"
+        batches_while_second_waited.append(counts.batches)
+
+    def run(on_batch: Any = None) -> None:
+        try:
+            projections.rebuild(db, on_batch=on_batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=run, args=(first_batch,))
+    first.start()
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        # The first holds the lock once its first batch is in (it then waits on second_waits).
+        while (
+            not batches_while_second_waited
+            and first.is_alive()
+            and locks.holder(watcher, locks.PROJECTOR) is None
+        ):
+            time.sleep(0.01)  # polling the server for the state, not waiting a guessed time
+        assert locks.holder(watcher, locks.PROJECTOR) is not None, errors
+        with pytest.raises(LockBusy, match="another powerlog process is projecting"):
+            projections.rebuild(db, wait=False)
+        second = threading.Thread(target=run)
+        second.start()
+        while _waiting_for_the_projector_lock(watcher) == 0:
+            assert second.is_alive(), errors
+            time.sleep(0.01)
+        second_waits.set()
+        first.join(120)
+        second.join(120)
+    assert not errors, errors
+    # The first ran its whole build while the second waited, and both swapped in complete tables.
+    assert len(batches_while_second_waited) > 1
+    with db.connect() as conn:
+        assert table_hashes(conn) == single
+        assert conn.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'powerlog_%'"
+        ).fetchone() == (0,)

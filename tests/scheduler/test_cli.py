@@ -17,10 +17,10 @@ import structlog
 import typer
 from typer.testing import CliRunner
 
-import scheduler
 from cli import context
 from cli.logs import configure
 from cli.scheduler import app, refresh_command
+from store import locks
 from store.errors import LockBusy
 from tests.e2e.cli import powerlog
 from tests.scheduler.data import advance, blocked_refresher, outcomes, populate, tables_locked, wait_until
@@ -79,7 +79,7 @@ def test_refresh_command(cli_env: None, conn: psycopg.Connection[Any]) -> None:
 def test_refresh_command_fails_when_another_process_refreshes(
     cli_env: None, conn: psycopg.Connection[Any]
 ) -> None:
-    conn.execute("SELECT pg_advisory_lock(%s)", (scheduler.REFRESH_LOCK_KEY,))
+    conn.execute("SELECT pg_advisory_lock(%s)", (locks.REFRESH.key,))
     result = runner.invoke(_refresh_app(), ["refresh"])
     assert result.exit_code == 1
     assert isinstance(result.exception, LockBusy)  # cli.main.run prints it as one line, exit 1
@@ -174,7 +174,7 @@ def test_console_script_refresh_and_status(wired: None, dsn: str, conn: psycopg.
 def test_console_script_refresh_busy_is_one_line_exit_1(
     wired: None, dsn: str, conn: psycopg.Connection[Any]
 ) -> None:
-    conn.execute("SELECT pg_advisory_lock(%s)", (scheduler.REFRESH_LOCK_KEY,))
+    conn.execute("SELECT pg_advisory_lock(%s)", (locks.REFRESH.key,))
     busy = powerlog("refresh", env={"DATABASE_URL": dsn})
     assert busy.returncode == 1
     assert "another process is refreshing power_build_summary" in busy.stderr

@@ -13,6 +13,7 @@ from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped
 from structlog.testing import capture_logs
 
 import scheduler
+from store import locks
 from store.connection import Database
 from tests.conftest import settings_for
 from tests.scheduler.data import advance, blocked_refresher, outcomes, populate, tables_locked, wait_until
@@ -22,7 +23,7 @@ def _advisory_holders(conn: psycopg.Connection[Any]) -> list[int]:
     rows = conn.execute(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
         " AND classid::bigint = %s AND objid::bigint = %s",
-        (scheduler.REFRESH_LOCK_KEY >> 32, scheduler.REFRESH_LOCK_KEY & 0xFFFFFFFF),
+        (locks.REFRESH.key >> 32, locks.REFRESH.key & 0xFFFFFFFF),
     ).fetchall()
     return [int(r[0]) for r in rows]
 
@@ -38,7 +39,7 @@ def test_the_job_skips_while_another_session_holds_the_lock(
     populate(conn, 100)
     advance(conn, 1)
     with psycopg.connect(db.dsn, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (scheduler.REFRESH_LOCK_KEY,))
+        other.execute("SELECT pg_advisory_lock(%s)", (locks.REFRESH.key,))
         other_pid = other.info.backend_pid
         with capture_logs() as logs:
             result = scheduler.refresh_job(db)
@@ -47,7 +48,7 @@ def test_the_job_skips_while_another_session_holds_the_lock(
         assert skip["reason"] == "another process is refreshing"
         assert skip["holder_pid"] == other_pid
         assert outcomes(conn) == []  # a skip is logged, not recorded
-        other.execute("SELECT pg_advisory_unlock(%s)", (scheduler.REFRESH_LOCK_KEY,))
+        other.execute("SELECT pg_advisory_unlock(%s)", (locks.REFRESH.key,))
     result = scheduler.refresh_job(db)
     assert result is not None and result.outcome == "ok"
     assert outcomes(conn) == ["ok"]

@@ -157,7 +157,7 @@ def test_a_refreshing_backend_on_this_machine_runs_at_lower_cpu_priority(db: Any
     """Readers keep their CPU while a refresh runs (bench/results/refresh.md): the refresh's backend is reniced."""
     import os
 
-    from scheduler.view import _lower_priority
+    from store.backend import lower_priority, restore_priority
 
     with db.connect(autocommit=True) as conn:
         pid = conn.info.backend_pid
@@ -166,7 +166,9 @@ def test_a_refreshing_backend_on_this_machine_runs_at_lower_cpu_priority(db: Any
         if os.geteuid() != 0 and os.stat(f"/proc/{pid}").st_uid != os.geteuid():
             pytest.skip("the server's processes belong to another user and we are not root")
         before = os.getpriority(os.PRIO_PROCESS, pid)
-        _lower_priority(conn, 10)
+        lower_priority(conn, 10)
         assert os.getpriority(os.PRIO_PROCESS, pid) == max(before, 10)
-        _lower_priority(conn, 0)  # 0 leaves it alone
+        lower_priority(conn, 0)  # 0 leaves it alone
         assert os.getpriority(os.PRIO_PROCESS, pid) == max(before, 10)
+        restore_priority(conn)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == before

@@ -11,7 +11,7 @@ import os
 import psycopg
 import pytest
 
-from store import schema
+from migrations import schema
 from store.connection import Database
 from tests.conftest import docker_available, settings_for
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from events import EntityAdded, EntityChanged, EntityRemoved, canonical_bytes, content_hash, decode, diff
-from store import imports, log
+from store import imports, locks, log
 from store.errors import ChainError, ConcurrencyError, LockBusy
 from store.imports import ImportMeta
 
@@ -35,7 +35,7 @@ def removed(kind: str, key: str, old: Any, expected: int) -> log.Pending:
 
 def commit_import(dsn: str, batch: list[log.Pending], label: str = "t") -> log.Appended | None:
     with psycopg.connect(dsn) as conn, conn.transaction():
-        log.lock(conn)
+        locks.acquire(conn, locks.LOG)
         import_id = imports.begin(conn, ImportMeta(source_path="test", label=label))
         return log.append(conn, import_id, batch)
 
@@ -63,7 +63,8 @@ def test_append_then_read_back(dsn: str, conn: psycopg.Connection[Any]) -> None:
 
     batches = list(log.read_from(conn, 0, batch_size=3))
     assert [[e.global_position for e in b] for b in batches] == [[1, 2, 3], [4]]
-    assert [e.global_position for b in log.read_until_import(conn, 1) for e in b] == [1, 2]
+    until_first = log.position_after_import(conn, 1)
+    assert [e.global_position for b in log.read_from(conn, 0, until_first) for e in b] == [1, 2]
     assert log.verify_chain(conn) == second.head == log.head(conn)
     commit_import(dsn, [added("power", "A.D", {"d": "\u0000 kept", "f": 1.0})])
     records = log.current_records(conn, ["power:A.B", "power:A.C", "power:A.D", "power:nope"])
@@ -109,7 +110,7 @@ def test_concurrent_writers_commit_in_order_and_readers_never_see_a_gap(
     commit_import(dsn, [added("power", f"seed{i}", {"i": i}) for i in range(3)])
     writer1 = psycopg.connect(dsn)
     writer1.execute("BEGIN")
-    log.lock(writer1)
+    locks.acquire(writer1, locks.LOG)
     import1 = imports.begin(writer1, ImportMeta(source_path="w1"))
     log.append(writer1, import1, [added("power", f"w1-{i}", {"i": i}) for i in range(50)])
     writer1_pid = writer1.info.backend_pid
@@ -123,7 +124,7 @@ def test_concurrent_writers_commit_in_order_and_readers_never_see_a_gap(
             writer2_pid.append(c.info.backend_pid)
             c.execute("BEGIN")
             writer2_started.set()
-            writer2_result["waited"] = not log.lock(c)
+            writer2_result["waited"] = not locks.acquire(c, locks.LOG)
             import2 = imports.begin(c, ImportMeta(source_path="w2"))
             writer2_result["appended"] = log.append(
                 c, import2, [added("power", f"w2-{i}", {"i": i}) for i in range(50)]
@@ -176,13 +177,13 @@ def test_concurrent_writers_commit_in_order_and_readers_never_see_a_gap(
 def test_no_wait_fails_fast_while_another_import_runs(dsn: str) -> None:
     with psycopg.connect(dsn) as holder, psycopg.connect(dsn) as other:
         holder.execute("BEGIN")
-        log.lock(holder)
+        locks.acquire(holder, locks.LOG)
         other.execute("BEGIN")
         with pytest.raises(LockBusy, match="another import"):
-            log.lock(other, wait=False)
+            locks.acquire(other, locks.LOG, wait=False)
         other.execute("ROLLBACK")
         with pytest.raises(LockBusy, match="still running"):
-            log.lock(other, wait=True, timeout_s=0.2)
+            locks.acquire(other, locks.LOG, wait=True, timeout_s=0.2)
 
 
 def test_tampering_as_superuser_is_caught_at_the_first_bad_position(

@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
+from migrations import schema
 from migrations.metadata import target_metadata
-from store import schema
 from store.connection import Database
 from tests.conftest import settings_for
 
@@ -153,3 +153,25 @@ def test_upgrade_from_0001_keeps_existing_events(empty_dsn: str) -> None:
     schema.downgrade(db, "0001")
     with psycopg.connect(empty_dsn) as c:
         assert c.execute("SELECT count(*) FROM events").fetchone() == (1,)
+
+
+def test_0004_drops_the_unused_patch_functions_and_downgrade_brings_them_back(empty_dsn: str) -> None:
+    db = Database(settings_for(empty_dsn))
+    schema.upgrade(db, "0003")
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        _insert_event(c)
+    functions = (
+        "SELECT proname FROM pg_proc WHERE proname IN ('powerlog_jsonb_patch', 'powerlog_pointer') ORDER BY 1"
+    )
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        assert [r[0] for r in c.execute(functions)] == ["powerlog_jsonb_patch", "powerlog_pointer"]
+    schema.upgrade(db)
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        assert c.execute(functions).fetchall() == []
+        assert c.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    schema.downgrade(db, "0003")
+    with psycopg.connect(empty_dsn, autocommit=True) as c:
+        assert [r[0] for r in c.execute(functions)] == ["powerlog_jsonb_patch", "powerlog_pointer"]
+        assert c.execute(
+            'SELECT powerlog_jsonb_patch(\'{"a": 1}\', \'[{"op": "replace", "path": "/a", "value": 2}]\')'
+        ).fetchone() == ({"a": 2},)

@@ -1,4 +1,7 @@
-"""Schema migrations (alembic) and the database's state as `powerlog db status` reports it."""
+"""Running the schema migrations (alembic) and the database's state as `powerlog db status` reports it.
+
+Lives with the revisions, above the packages whose tables they create: `store/` never imports alembic.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection, Engine
 
-import migrations
 from store.connection import Database
 from store.errors import SchemaError
 
@@ -24,7 +26,7 @@ log = structlog.get_logger(__name__)
 def alembic_config() -> Config:
     """Alembic's config, pointing at the migrations package wherever it is installed."""
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(Path(__file__).parent))
     return config
 
 
