@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-import projections
 from cli.context import console, migrated_database
-from events import canonical_bytes
 from events.mids import Kind
-from projections import audit as table_audit
-from projections.diff import diff_imports
-from projections.export import export
-from projections.history import ImportRef, history
-from store.log import Head
+
+if TYPE_CHECKING:
+    from projections.audit import VerifyReport
+    from projections.history import ImportRef
+    from store.log import Head
 
 MAX_KEYS_SHOWN = 20
 MAX_FIELDS_SHOWN = 15
@@ -30,6 +28,8 @@ def _echo_json(value: Any) -> None:
 
 
 def _short(value: Any) -> str:
+    from events import canonical_bytes
+
     text = canonical_bytes(value).decode()
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
@@ -45,6 +45,8 @@ def history_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """Every event of one entity, with its import; for changes, each path's old and new value."""
+    from projections.history import history
+
     db = migrated_database()
     with db.connect(autocommit=True) as conn:
         entries = history(conn, kind, key)
@@ -85,6 +87,9 @@ def diff_command(
 
     Counts added / changed / removed / unchanged entities per kind, and how many changed entities differ
     in each top-level field (e.g. PowerIndex vs Effects)."""
+    from projections.diff import diff_imports
+    from projections.history import ImportRef
+
     db = migrated_database()
     with db.connect(autocommit=True) as conn:
         result = diff_imports(conn, before, after, kind, key_like)
@@ -126,10 +131,13 @@ def replay_command(
     """Build the read tables and the view as they were after import AS_OF into SCHEMA, from the log.
 
     The live tables are not touched; an existing SCHEMA is refused unless --replace."""
+    import projections
+    from projections.audit import schema_rows
+
     db = migrated_database()
     counts = projections.replay(db, as_of, schema, replace=replace)
     with db.connect(autocommit=True) as conn:
-        rows = table_audit.schema_rows(conn, schema)
+        rows = schema_rows(conn, schema)
     if as_json:
         _echo_json(
             {
@@ -169,6 +177,8 @@ def export_command(
 
     OUT gets I12.json, EnhDB.json and db/<FullName>.json per powerset; it must be new or empty unless
     --force."""
+    from projections.export import export
+
     db = migrated_database()
     result = export(db, as_of, out, force=force)
     if as_json:
@@ -184,6 +194,8 @@ def export_command(
 
 
 def _parse_head(text: str | None) -> Head | None:
+    from store.log import Head
+
     if text is None:
         return None
     try:
@@ -211,8 +223,10 @@ def verify_command(
 
     The rebuild goes into a scratch schema (dropped afterwards) up to the live tables' checkpoint; the
     fingerprint recorded with the import at that position is checked too. Exit 1 naming what failed."""
+    from projections.audit import verify
+
     kept = _parse_head(head)
-    report = table_audit.verify(migrated_database(), kept)
+    report = verify(migrated_database(), kept)
     if as_json:
         _echo_json(report.as_dict())
     else:
@@ -220,7 +234,7 @@ def verify_command(
     report.raise_for_failures()
 
 
-def _print_report(report: table_audit.VerifyReport) -> None:
+def _print_report(report: VerifyReport) -> None:
     ok, bad = "[green]ok[/]", "[bold red]FAILED[/]"
     if report.chain_error is None:
         assert report.chain_head is not None

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from store.connection import Database
-from store.settings import Settings
+if TYPE_CHECKING:  # imported when first used, so that `powerlog --help` starts fast
+    from store.connection import Database
+    from store.settings import Settings
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+application_name = "powerlog"
+"""`powerlog <command>` once the command is known: pg_stat_activity names lock holders by it."""
 
 
 @cache
 def settings() -> Settings:
+    from store.settings import Settings
+
     return Settings.from_env()
 
 
 @cache
 def database() -> Database:
-    return Database(settings())
+    from store.connection import Database
+
+    return Database(settings(), application_name=application_name)
 
 
 def migrated_database() -> Database:

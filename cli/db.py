@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from cli.context import console, database
-from migrations import schema
 
 app = typer.Typer(
     help="Create or upgrade the database schema, and show where it stands.", no_args_is_help=True
@@ -21,6 +20,8 @@ def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply the schema migrations up to REVISION (default: the newest). Safe to run again."""
+    from migrations import schema
+
     db = database()
     schema.upgrade(db, revision)
     st = schema.status(db)
@@ -34,6 +35,8 @@ def downgrade(
     revision: Annotated[str, typer.Argument(help='Target revision; "base" removes every powerlog table.')],
 ) -> None:
     """Take the schema back to REVISION. Destroys data of the revisions removed."""
+    from migrations import schema
+
     schema.downgrade(database(), revision)
     console.print(f"schema at revision {schema.status(database()).current_revision or 'base'}")
 
@@ -43,6 +46,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """Show the current and newest schema revision, the server version and whether pg_trgm is there."""
+    from migrations import schema
+
     st = schema.status(database())
     if as_json:
         typer.echo(json.dumps(st.as_dict()))

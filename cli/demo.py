@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import conninfo, sql
 from rich.table import Table
 
-import projections
-import scheduler
 from cli.context import console, settings
 from cli.importing import summary_table
-from events.errors import PowerlogError
-from importer.run import run_import
-from migrations import schema
-from projections.audit import schema_rows
-from projections.tables import LIVE_SCHEMA
-from store import log
-from store.connection import Database
-from store.server import start_embedded
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from store.connection import Database
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 RELEASES = ("mids-20.1224", "mids-21.0331")
@@ -29,6 +22,12 @@ DEMO_DATABASE = "powerlog_demo"
 
 def _fresh_demo_database() -> Database:
     """A database of its own on the embedded server, made anew each run so the demo always tells the same story."""
+    import psycopg
+    from psycopg import conninfo, sql
+
+    from store.connection import Database
+    from store.server import start_embedded
+
     admin = start_embedded(settings().home)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
@@ -39,6 +38,12 @@ def _fresh_demo_database() -> Database:
 def demo() -> None:
     """Run the whole pipeline on the embedded PostgreSQL: migrate, import two sample releases, project,
     refresh the view, and show what changed. Uses its own database, `powerlog_demo`, made anew each run."""
+    import projections
+    import scheduler
+    from events.errors import PowerlogError
+    from importer.run import run_import
+    from migrations import schema
+
     missing = [r for r in RELEASES if not (SAMPLES / r / "I12.json").exists()]
     if missing:
         raise PowerlogError(
@@ -62,6 +67,10 @@ def demo() -> None:
 
 
 def _summary(conn: psycopg.Connection[Any], last_import: int) -> None:
+    from projections.audit import schema_rows
+    from projections.tables import LIVE_SCHEMA
+    from store import log
+
     table = Table(title="read tables")
     table.add_column("table")
     table.add_column("rows", justify="right")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,13 +11,16 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.context import console, err_console, migrated_database
-from events.mids import KINDS, OUTCOMES
-from importer.run import ImportResult, run_import
-from importer.run import Progress as ImportProgress
-from store.locks import Holder
+
+if TYPE_CHECKING:
+    from importer.run import ImportResult
+    from importer.run import Progress as ImportProgress
+    from store.locks import Holder
 
 
 def summary_table(result: ImportResult) -> Table:
+    from events.mids import KINDS, OUTCOMES
+
     title = "dry run: nothing written" if result.dry_run else f"import {result.import_id}"
     table = Table(title=title)
     table.add_column("kind")
@@ -52,6 +55,8 @@ def import_command(
     Re-importing an unchanged export appends nothing. Bad input stops the import with the file, the
     JSON path and what was expected; nothing is written but a record of the failed attempt.
     """
+    from importer.run import run_import
+
     db = migrated_database()
     bar: Progress | None = None
     task = None

@@ -5,22 +5,19 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-import projections
-import scheduler
 from cli.context import console, err_console, migrated_database, settings
-from projections.audit import schema_rows
-from projections.projector import BatchCounts
-from projections.tables import LIVE_SCHEMA
-from store import imports, log
-from store.connection import Database
-from store.locks import Holder
+
+if TYPE_CHECKING:
+    from projections.projector import BatchCounts
+    from store.connection import Database
+    from store.locks import Holder
 
 
 def _bar() -> tuple[Progress | None, Any]:
@@ -38,8 +35,19 @@ def _bar() -> tuple[Progress | None, Any]:
     return bar, bar.add_task("project", total=None)
 
 
+def _say_waiting(holder: Holder | None) -> None:
+    err_console.print(
+        Text(
+            "another process is projecting: waiting for it (--no-wait to fail instead)"
+            + (f"; {holder}" if holder else "")
+        )
+    )
+
+
 def _refresh_view(db: Database) -> None:
     """Keep the view fresh ourselves unless a scheduler has that job (POWERLOG_VIEW_REFRESH=scheduler)."""
+    import scheduler
+
     if settings().view_refresh == "scheduler":
         with db.connect(autocommit=True) as conn:
             if scheduler.is_stale(conn):
@@ -68,6 +76,8 @@ def project_command(
 ) -> None:
     """Bring the read tables up to the log's head (each batch and its checkpoint commit together), then
     refresh power_build_summary if it is stale. --follow wakes on each import; Ctrl-C or SIGTERM stops it."""
+    import projections
+
     db = migrated_database()
     if follow:
         stop = threading.Event()
@@ -88,18 +98,10 @@ def project_command(
         if bar is not None:
             bar.update(task, total=target, completed=counts.position)
 
-    def on_wait(holder: Holder | None) -> None:
-        err_console.print(
-            Text(
-                "another process is projecting: waiting for it (--no-wait to fail instead)"
-                + (f"; {holder}" if holder else "")
-            )
-        )
-
     if bar is not None:
         bar.start()
     try:
-        counts = projections.project(db, wait=not no_wait, on_batch=on_batch, on_wait=on_wait)
+        counts = projections.project(db, wait=not no_wait, on_batch=on_batch, on_wait=_say_waiting)
     finally:
         if bar is not None:
             bar.stop()
@@ -121,9 +123,20 @@ def _print_counts(counts: BatchCounts) -> None:
     console.print(table)
 
 
-def rebuild_command() -> None:
+def rebuild_command(
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Fail at once if another process is projecting, instead of waiting."),
+    ] = False,
+) -> None:
     """Rebuild every read table and the view from position 0 in a shadow schema, then swap them in with
-    one short transaction: readers see the old tables or the new ones, never a half-built one."""
+    one short transaction: readers see the old tables or the new ones, never a half-built one.
+
+    Holds the projector lock throughout: a running `project` or `--follow` is waited for (at most
+    POWERLOG_LOCK_TIMEOUT seconds), and waits for the rebuild in turn."""
+    import projections
+    import scheduler
+
     db = migrated_database()
     bar, task = _bar()
 
@@ -134,7 +147,7 @@ def rebuild_command() -> None:
     if bar is not None:
         bar.start()
     try:
-        result = projections.rebuild(db, on_batch=on_batch)
+        result = projections.rebuild(db, wait=not no_wait, on_batch=on_batch, on_wait=_say_waiting)
     finally:
         if bar is not None:
             bar.stop()
@@ -148,6 +161,12 @@ def rebuild_command() -> None:
 
 
 def gather_status(db: Database) -> dict[str, Any]:
+    import projections
+    import scheduler
+    from projections.audit import schema_rows
+    from projections.tables import LIVE_SCHEMA
+    from store import imports, log
+
     with db.connect(autocommit=True) as conn:
         head = log.head(conn)
         cps = projections.checkpoints(conn)

@@ -11,9 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-import scheduler
 from cli.context import console, database, settings
-from store.errors import LockBusy
 
 app = typer.Typer(
     help="Keep the materialized view power_build_summary fresh: refresh it (CONCURRENTLY, so readers are "
@@ -57,6 +55,8 @@ def run(
 
     Every refresh is recorded in view_refreshes (see `powerlog scheduler status`).
     """
+    import scheduler
+
     interval_s = interval if interval is not None else settings().refresh_interval_s
     grace_s = misfire_grace if misfire_grace is not None else interval_s
     scheduler.run_forever(database(), interval_s, max(1, math.ceil(grace_s)))
@@ -82,6 +82,9 @@ def refresh_command(
 
     Exits 1 if the refresh failed (it is recorded) or another process is refreshing right now.
     """
+    import scheduler
+    from store.errors import LockBusy
+
     result = scheduler.refresh(database(), if_stale=if_stale, concurrently=not plain)
     if result.outcome == "skipped":
         raise LockBusy(f"another process is refreshing {scheduler.VIEW}; try again when it has finished")
@@ -138,6 +141,8 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """Show when the view was last refreshed, whether it is stale, and how many refreshes failed."""
+    import scheduler
+
     with database().connect(autocommit=True) as conn:
         figures = scheduler.status(conn)
     if as_json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from datetime import UTC, datetime
@@ -88,8 +87,6 @@ def build_scheduler(db: Database, interval_s: float, misfire_grace_s: int, block
 def run_forever(db: Database, interval_s: float, misfire_grace_s: int) -> None:
     """Run the scheduler in the foreground; SIGTERM or SIGINT stop it once the running refresh is done."""
     sched = build_scheduler(db, interval_s, misfire_grace_s, blocking=True)
-    # Our listeners say what matters; APScheduler's own INFO lines would break the JSON log stream.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     stopper: list[threading.Thread] = []
 
     def stop() -> None:

