@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 if TYPE_CHECKING:  # imported when first used, so that `powerlog --help` starts fast
     from store.connection import Database
@@ -45,3 +49,34 @@ def migrated_database() -> Database:
     else:
         schema.require_current(db)
     return db
+
+
+@contextmanager
+def progress_bar(description: str, unit: str, **fields: Any) -> Iterator[Callable[..., None]]:
+    """A transient progress bar on stderr when it is a terminal. Yields `update(**task fields)` (rich's
+    `total`, `completed`, `description`, and `fields`); off a terminal it does nothing, and logs say it all."""
+    if not err_console.is_terminal:
+        yield lambda **_: None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    task = bar.add_task(description, total=None, **fields)
+    with bar:
+        yield lambda **update: bar.update(task, **update)
+
+
+def say_waiting(what: str, holder: object | None) -> None:
+    """Tell a person at the terminal that this command queues behind another, and who that is."""
+    err_console.print(
+        Text(
+            f"{what}: waiting for it to finish (--no-wait to fail instead)"
+            + (f"; {holder}" if holder else "")
+        )
+    )

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from cli.context import console, err_console, migrated_database
+from cli.context import console, err_console, migrated_database, progress_bar, say_waiting
 
 if TYPE_CHECKING:
     from importer.run import ImportResult
     from importer.run import Progress as ImportProgress
-    from store.locks import Holder
 
 
 def summary_table(result: ImportResult) -> Table:
@@ -58,43 +57,23 @@ def import_command(
     from importer.run import run_import
 
     db = migrated_database()
-    bar: Progress | None = None
-    task = None
-    if err_console.is_terminal:
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files · {task.fields[records]:,} records · {task.fields[rate]:,.0f}/s"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        )
-        task = bar.add_task("reading", total=None, records=0, rate=0.0)
+    started = time.perf_counter()
+    with progress_bar(
+        "reading",
+        "files · {task.fields[records]:,} records · {task.fields[rate]:,.0f}/s",
+        records=0,
+        rate=0.0,
+    ) as update:
 
-    def progress(p: ImportProgress) -> None:
-        if bar is not None and task is not None:
-            elapsed = bar.tasks[0].elapsed or 0.0
-            bar.update(
-                task,
+        def progress(p: ImportProgress) -> None:
+            update(
                 total=p.files_total,
                 completed=p.files_done,
                 records=p.records,
-                rate=p.records / elapsed if elapsed else 0.0,
+                rate=p.records / max(time.perf_counter() - started, 1e-6),
                 description=p.file[-40:],
             )
 
-    def waiting(holder: Holder | None) -> None:
-        err_console.print(
-            Text(
-                "another import is running: waiting for it to finish (--no-wait to fail instead)"
-                + (f"; {holder}" if holder else "")
-            )
-        )
-
-    if bar is not None:
-        bar.start()
-    try:
         result = run_import(
             db,
             path,
@@ -103,15 +82,12 @@ def import_command(
             strict=strict,
             wait=not no_wait,
             on_progress=progress,
-            on_wait=waiting,
+            on_wait=lambda holder: say_waiting("another import is running", holder),
         )
-    finally:
-        if bar is not None:
-            bar.stop()
     console.print(summary_table(result))
     for w in result.warnings:
         err_console.print(
-            f"warning: duplicate {w['kind']} key {w['key']!r}: kept {w['first']}, skipped {w['second']}"
+            Text(f"warning: duplicate {w['kind']} key {w['key']!r}: kept {w['first']}, skipped {w['second']}")
         )
     header = result.header
     release = f"{header.version} ({header.date}, issue {header.issue})" if header else "?"

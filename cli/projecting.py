@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from cli.context import console, err_console, migrated_database, settings
+from cli.context import console, err_console, migrated_database, progress_bar, say_waiting, settings
 
 if TYPE_CHECKING:
     from projections.projector import BatchCounts
@@ -20,28 +20,12 @@ if TYPE_CHECKING:
     from store.locks import Holder
 
 
-def _bar() -> tuple[Progress | None, Any]:
-    if not err_console.is_terminal:
-        return None, None
-    bar = Progress(
-        TextColumn("[bold]projecting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("positions"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-    return bar, bar.add_task("project", total=None)
-
-
 def _say_waiting(holder: Holder | None) -> None:
-    err_console.print(
-        Text(
-            "another process is projecting: waiting for it (--no-wait to fail instead)"
-            + (f"; {holder}" if holder else "")
-        )
-    )
+    say_waiting("another process is projecting", holder)
+
+
+def _bar_updater(update: Callable[..., None]) -> Callable[[BatchCounts, int], None]:
+    return lambda counts, target: update(total=target, completed=counts.position)
 
 
 def _refresh_view(db: Database) -> None:
@@ -92,19 +76,10 @@ def project_command(
         projections.follow(db, stop, poll_s=poll, on_round=on_round)
         console.print("stopped")
         return
-    bar, task = _bar()
-
-    def on_batch(counts: BatchCounts, target: int) -> None:
-        if bar is not None:
-            bar.update(task, total=target, completed=counts.position)
-
-    if bar is not None:
-        bar.start()
-    try:
-        counts = projections.project(db, wait=not no_wait, on_batch=on_batch, on_wait=_say_waiting)
-    finally:
-        if bar is not None:
-            bar.stop()
+    with progress_bar("projecting", "positions") as update:
+        counts = projections.project(
+            db, wait=not no_wait, on_batch=_bar_updater(update), on_wait=_say_waiting
+        )
     _print_counts(counts)
     if counts.changed_tables:
         _refresh_view(db)
@@ -138,19 +113,10 @@ def rebuild_command(
     import scheduler
 
     db = migrated_database()
-    bar, task = _bar()
-
-    def on_batch(counts: BatchCounts, target: int) -> None:
-        if bar is not None:
-            bar.update(task, total=target, completed=counts.position)
-
-    if bar is not None:
-        bar.start()
-    try:
-        result = projections.rebuild(db, wait=not no_wait, on_batch=on_batch, on_wait=_say_waiting)
-    finally:
-        if bar is not None:
-            bar.stop()
+    with progress_bar("rebuilding", "positions") as update:
+        result = projections.rebuild(
+            db, wait=not no_wait, on_batch=_bar_updater(update), on_wait=_say_waiting
+        )
     console.print(
         f"rebuilt the read tables from {result.counts.events:,} events (position {result.counts.position}) in "
         f"{result.seconds:.1f} s; swapped in {result.swap_ms:.0f} ms"
@@ -203,26 +169,28 @@ def status_command(
     if as_json:
         typer.echo(json.dumps(st))
         return
-    console.print(f"[bold]log[/] head {st['log']['head']}")
+    from cli.scheduler import status_rows
+
+    # Text, not markup, for what users wrote (a label may hold [brackets]).
+    console.print(Text.assemble(("log", "bold"), f" head {st['log']['head']}"))
     last = st["last_import"]
     if last:
         console.print(
-            f"[bold]last import[/] {last['id']} ({last['label'] or 'no label'}, release {last['source_version']}),"
-            f" positions {last['first_position']}..{last['last_position']}"
+            Text.assemble(
+                ("last import", "bold"),
+                f" {last['id']} ({last['label'] or 'no label'}, release {last['source_version']}),"
+                f" positions {last['first_position']}..{last['last_position']}",
+            )
         )
     else:
-        console.print("[bold]last import[/] none yet: `powerlog import PATH`")
+        console.print(Text.assemble(("last import", "bold"), " none yet: `powerlog import PATH`"))
     table = Table(title="projectors")
     for col in ("table", "position", "lag", "rows"):
         table.add_column(col, justify="left" if col == "table" else "right")
     for name, p in st["projectors"].items():
         table.add_row(name, str(p["position"]), str(p["lag"]), f"{st['rows'][name]:,}")
     console.print(table)
-    v = st["view"]
-    fresh = "stale" if v["stale"] else "fresh"
-    console.print(
-        f"[bold]power_build_summary[/] {fresh}: {st['rows']['power_build_summary']:,} rows, refreshed at position "
-        f"{v['refreshed_position'] if v['refreshed_position'] is not None else 'none yet'} (source at {v['source_position']}), last refresh {v['last_refresh_at'] or 'never'}"
-        + (f" in {v['last_refresh_duration_ms']:.0f} ms" if v["last_refresh_duration_ms"] else "")
-        + (f"; {v['failures_since_last_ok']} failed since" if v["failures_since_last_ok"] else "")
-    )
+    view = Table(title=f"power_build_summary: {st['rows']['power_build_summary']:,} rows", show_header=False)
+    for label, value in status_rows(st["view"]):
+        view.add_row(label, Text(value))
+    console.print(view)

@@ -54,6 +54,20 @@ _STREAM_COLUMNS = ("stream_id", "kind", "key", "version", "hash", "record", "rem
 _STREAM_TYPES = ("text", "text", "text", "int4", "text", "bytea", "bool", "int8")
 
 
+class _StreamState(NamedTuple):
+    """A stream's row in `streams` after a batch, and the version it was at before the batch."""
+
+    stream_id: str
+    kind: str
+    key: str
+    expected: int
+    version: int
+    hash: str | None
+    record: bytes | None
+    removed: bool
+    last_position: int
+
+
 class Pending(NamedTuple):
     """An event to append, the stream version it expects, and the stream's record after it."""
 
@@ -137,7 +151,7 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
     position = start.position
     previous = start.chain_hash
     # Last state per stream: a batch may hold several events of one stream.
-    streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, bool, int]] = {}
+    streams: dict[str, _StreamState] = {}
     expected_next: dict[str, int] = {}
     with conn.cursor() as cur:
         try:
@@ -178,11 +192,12 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
                         stored is not data,
                     )
                     first = streams.get(sid)
-                    base = first[2] if first else pending.expected_version
+                    base = first.expected if first else pending.expected_version
                     # An Added event holds the whole record: `streams` points at it (last_position) instead
                     # of writing it a second time; only records built by a patch are stored inline.
                     inline = pending.record if isinstance(ev, EntityChanged) else None
-                    streams[sid] = (
+                    streams[sid] = _StreamState(
+                        sid,
                         ev.kind,
                         ev.key,
                         base,
@@ -201,7 +216,7 @@ def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pendin
                 copy.write(b"".join(block))
         except psycopg.errors.UniqueViolation as exc:
             raise _stale(exc) from None
-        _write_streams(cur, streams)
+        _write_streams(cur, list(streams.values()))
         conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(position)))
     return Appended(start.position + 1, position, Head(position, previous))
 
@@ -223,12 +238,9 @@ def _stale(exc: psycopg.errors.UniqueViolation) -> ConcurrencyError:
     )
 
 
-def _write_streams(
-    cur: psycopg.Cursor[Any],
-    streams: dict[str, tuple[str, str, int, int, str | None, bytes | None, bool, int]],
-) -> None:
-    new = [(sid, *s) for sid, s in streams.items() if s[2] == 0]
-    old = [(sid, *s) for sid, s in streams.items() if s[2] != 0]
+def _write_streams(cur: psycopg.Cursor[Any], streams: list[_StreamState]) -> None:
+    new = [s for s in streams if s.expected == 0]
+    old = [s for s in streams if s.expected != 0]
     copy_streams = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)")
     if new:
         try:
@@ -238,8 +250,10 @@ def _write_streams(
                 )
             ) as copy:
                 copy.set_types(_STREAM_TYPES)
-                for sid, kind, key, _base, version, digest, record, removed, pos in new:
-                    copy.write_row((sid, kind, key, version, digest, record, removed, pos))
+                for s in new:
+                    copy.write_row(
+                        (s.stream_id, s.kind, s.key, s.version, s.hash, s.record, s.removed, s.last_position)
+                    )
         except psycopg.errors.UniqueViolation as exc:
             raise ConcurrencyError(
                 f"a stream expected to be new already exists ({exc.diag.message_detail}); "
@@ -254,12 +268,13 @@ def _write_streams(
     )
     cur.execute("TRUNCATE pending_streams")
     with cur.copy(
-        "COPY pending_streams (stream_id, kind, key, expected, version, hash, record, removed, last_position)"
-        " FROM STDIN (FORMAT BINARY)"
+        sql.SQL("COPY pending_streams ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.SQL(", ").join(map(sql.Identifier, _StreamState._fields))
+        )
     ) as copy:
         copy.set_types(["text", "text", "text", "int4", "int4", "text", "bytea", "bool", "int8"])
-        for sid, kind, key, base, version, digest, record, removed, pos in old:
-            copy.write_row((sid, kind, key, base, version, digest, record, removed, pos))
+        for s in old:
+            copy.write_row(s)
     cur.execute(
         "UPDATE streams s SET version = p.version, hash = p.hash, record = p.record, removed = p.removed,"
         " last_position = p.last_position FROM pending_streams p"

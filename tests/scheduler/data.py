@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped]
 
 from scheduler import SOURCE_PROJECTORS
 from scheduler.view import APPLICATION_NAME
@@ -99,3 +101,13 @@ def tables_locked(dsn: str) -> Iterator[Conn]:
 def outcomes(conn: Conn) -> list[str]:
     """The outcomes in `view_refreshes`, oldest first."""
     return [str(r[0]) for r in conn.execute("SELECT outcome FROM view_refreshes ORDER BY id").fetchall()]
+
+
+def background_scheduler(db: Any, interval_s: float) -> tuple[Any, queue.Queue[Any]]:
+    """A background scheduler (not started) and the queue each tick's result goes to."""
+    import scheduler
+
+    results: queue.Queue[scheduler.RefreshResult | None] = queue.Queue()
+    sched = scheduler.build_scheduler(db, interval_s=interval_s, misfire_grace_s=1, blocking=False)
+    sched.add_listener(lambda event: results.put(event.retval), EVENT_JOB_EXECUTED)
+    return sched, results

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import queue
 from typing import Any
 
 import psycopg
 import pytest
-from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped]
 from structlog.testing import capture_logs
 
 import scheduler
@@ -15,7 +13,15 @@ from scheduler.view import _one_line
 from store.connection import Database
 from store.errors import ServerUnavailable
 from tests.conftest import settings_for
-from tests.scheduler.data import advance, blocked_refresher, outcomes, populate, tables_locked, wait_until
+from tests.scheduler.data import (
+    advance,
+    background_scheduler,
+    blocked_refresher,
+    outcomes,
+    populate,
+    tables_locked,
+    wait_until,
+)
 
 
 def test_refresh_killed_mid_way_is_recorded_and_the_next_tick_succeeds(
@@ -23,9 +29,7 @@ def test_refresh_killed_mid_way_is_recorded_and_the_next_tick_succeeds(
 ) -> None:
     populate(conn, 1000)
     advance(conn, 4)
-    results: queue.Queue[scheduler.RefreshResult | None] = queue.Queue()
-    sched = scheduler.build_scheduler(db, interval_s=0.1, misfire_grace_s=1, blocking=False)
-    sched.add_listener(lambda event: results.put(event.retval), EVENT_JOB_EXECUTED)
+    sched, results = background_scheduler(db, interval_s=0.1)
     try:
         with capture_logs() as logs, tables_locked(dsn):
             sched.start()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import queue
 from typing import Any
 
 import psycopg
 import pytest
-from apscheduler.events import EVENT_JOB_EXECUTED  # type: ignore[import-untyped]
 
 import scheduler
 from scheduler.view import INTERRUPTED
 from store.connection import Database
-from tests.scheduler.data import advance, change_one_percent, outcomes, populate
+from tests.scheduler.data import advance, background_scheduler, change_one_percent, outcomes, populate
 
 
 def test_fresh_database_is_not_stale_and_the_job_does_nothing(
@@ -80,9 +78,7 @@ def test_background_scheduler_refreshes_once_and_then_ticks_without_refreshing(
 ) -> None:
     populate(conn, 200)
     advance(conn, 3)
-    results: queue.Queue[scheduler.RefreshResult | None] = queue.Queue()
-    sched = scheduler.build_scheduler(db, interval_s=0.05, misfire_grace_s=1, blocking=False)
-    sched.add_listener(lambda event: results.put(event.retval), EVENT_JOB_EXECUTED)
+    sched, results = background_scheduler(db, interval_s=0.05)
     sched.start()
     try:
         seen = [results.get(timeout=30) for _ in range(4)]
