@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 from importer.run import run_import
-from store import locks, log
+from store import faults, locks, log
 from store.connection import Database
 from store.faults import ENV as FAULT_ENV
 from tests.conftest import SHARED_DATA, settings_for
@@ -41,15 +41,23 @@ NEW = SHARED_DATA / "mids-21.0331"
 DIFF = EXPECTED["diff_20.1224_to_21.0331"]
 DIFF_EVENTS = sum(c["added"] + c["changed"] + c["removed"] for c in DIFF.values())  # 3,259
 OLD_EVENTS = sum(EXPECTED["releases"]["mids-20.1224"]["unique_keys"].values())  # 4,959
-NEW_RECORDS = sum(EXPECTED["releases"]["mids-21.0331"]["unique_keys"].values())  # 4,955 (+1 duplicate)
+# 4,955: the records the reader yields, the `record` points (its duplicate archetype is skipped, not yielded).
+NEW_RECORDS = sum(EXPECTED["releases"]["mids-21.0331"]["unique_keys"].values())
 
-SEED = int(os.environ.get("POWERLOG_CRASH_SEED", "20210331"))
+DEFAULT_SEED = 20210331
+SEED = int(os.environ.get("POWERLOG_CRASH_SEED", DEFAULT_SEED))
 BATCH = 500  # POWERLOG_IMPORT_BATCH: several COPYs inside the one transaction
-# The first import (4,959 Added events) flushes every 500 events: ten COPYs. The 21.0331 diff has 3,259
-# events, but the differ hands changed records over 2,000 at a time, so that import makes two COPYs
-# whatever POWERLOG_IMPORT_BATCH below 2,000 says; batch points 1 and 2 exist either way.
-DIFF_BATCHES = 2
+# The first import (4,959 Added events) flushes every 500 events: ten COPYs. POWERLOG_IMPORT_BATCH caps
+# every COPY, changed records included, and the differ hands changed records over 500 at a time too: the
+# 21.0331 diff (3,255 changed, 4 removed) makes six COPYs of 500 changed records and a seventh of the
+# 255 left and the 4 tombstones. The test below checks both counts against the real imports.
+OLD_BATCHES = 10
+DIFF_BATCHES = 7
 LOCK_CLASSID, LOCK_OBJID = locks.LOG.key >> 32, locks.LOG.key & 0xFFFFFFFF
+
+
+# What crash_points picks for the default seed, written out.
+DEFAULT_POINTS = ("after_batch:8", ["record:3817", "after_batch:3", "record:1161", "before_commit"])
 
 
 def crash_points(seed: int) -> tuple[str, list[str]]:
@@ -131,10 +139,12 @@ def kill_import(dsn: str, path: Any, point: str) -> None:
     assert "import_completed" not in result.stderr
 
 
-def test_killed_imports_leave_nothing_and_the_import_then_completes(dsn: str) -> None:
+def test_killed_imports_leave_nothing_and_the_import_then_completes(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first_point, points = crash_points(SEED)
 
-    # A kill in the middle of the very first import (several COPYs already sent) leaves an empty log.
+    # A kill in the middle of the very first import (COPYs already sent, more to come) leaves an empty log.
     empty = state(dsn)
     assert empty.events == 0 and empty.streams == 0 and empty.imports == ()
     kill_import(dsn, OLD, first_point)
@@ -142,11 +152,24 @@ def test_killed_imports_leave_nothing_and_the_import_then_completes(dsn: str) ->
     assert state(dsn) == empty, first_point
     assert verified_head(dsn) == empty.head
 
-    db = Database(settings_for(dsn))
+    # In this process the fault points only count: the first kill point must be one of this import's
+    # COPYs, with more to come.
+    reached: dict[str, int] = {}
+    real_point = faults.point
+
+    def count_point(name: str, count: int = 0) -> None:
+        reached[name] = max(reached.get(name, 0), count)
+        real_point(name, count)
+
+    monkeypatch.setattr(faults, "point", count_point)
+    db = Database(settings_for(dsn, POWERLOG_IMPORT_BATCH=str(BATCH)))
     try:
         old = run_import(db, OLD, label="20.1224")
     finally:
         db.close()
+        monkeypatch.undo()
+    assert reached == {"record": OLD_EVENTS, "after_batch": OLD_BATCHES, "before_commit": 0}
+    assert int(first_point.split(":")[1]) < OLD_BATCHES
     assert old.appended is not None and old.appended.last_position == OLD_EVENTS
     before = state(dsn)
     assert before.events == before.max_position == OLD_EVENTS
@@ -167,8 +190,18 @@ def test_killed_imports_leave_nothing_and_the_import_then_completes(dsn: str) ->
         for point, check in checks:
             assert check.result() == before.head, point
 
-        done = powerlog("import", str(NEW), env={"DATABASE_URL": dsn, "POWERLOG_IMPORT_BATCH": str(BATCH)})
+        # A fault one COPY past DIFF_BATCHES must not fire: the kill points cover every COPY there is.
+        done = powerlog(
+            "import",
+            str(NEW),
+            env={
+                "DATABASE_URL": dsn,
+                "POWERLOG_IMPORT_BATCH": str(BATCH),
+                FAULT_ENV: f"after_batch:{DIFF_BATCHES + 1}",
+            },
+        )
         assert done.returncode == 0, done.stderr
+        assert "fault_injected" not in done.stderr
         completed = state(dsn)
         final_check = pool.submit(verified_head, dsn)  # the next run appends no event
         again = powerlog("import", str(NEW), env={"DATABASE_URL": dsn})
@@ -198,7 +231,12 @@ def test_killed_imports_leave_nothing_and_the_import_then_completes(dsn: str) ->
 
 
 def test_crash_points_are_seeded() -> None:
-    """The same seed always picks the same points; the points exist in the 21.0331 import."""
+    """The default seed picks exactly the points written down, another seed others, and the same seed the
+    same ones (no global random state); every point lies within the real imports' ranges. The test above
+    holds those ranges to the real imports: it counts the first import's records and COPYs, sees no
+    COPY past DIFF_BATCHES in the 21.0331 import, and sees each kill fire at its point."""
+    assert crash_points(DEFAULT_SEED) == DEFAULT_POINTS
+    assert crash_points(DEFAULT_SEED + 1) != DEFAULT_POINTS
     assert crash_points(SEED) == crash_points(SEED)
     first, points = crash_points(SEED)
     assert first.startswith("after_batch:") and 1 <= int(first.split(":")[1]) < OLD_EVENTS // BATCH

@@ -13,6 +13,7 @@ import pytest
 import projections
 import scheduler
 from importer.run import run_import
+from projections.audit import rebuilt_hashes
 from projections.fingerprint import fingerprint, table_hashes
 from store import locks
 from store.connection import Database
@@ -155,13 +156,18 @@ def test_killed_projection_resumes_to_the_same_tables(dsn: str) -> None:
     db = Database(settings_for(dsn))
     run_import(db, SAMPLES / "mids-20.1224")
     run_import(db, SAMPLES / "mids-21.0331")
+    positions = []
     for batch in (1, 3):
         killed = powerlog("project", env={**env, "POWERLOG_TEST_FAULT": f"project_batch:{batch}"})
         assert killed.returncode == -9, killed.stderr
-        with db.connect() as conn:
+        with db.connect(autocommit=True) as conn:
             # Whole batches only: each checkpoint is a multiple of the batch size, and rows match it.
             position = projections.checkpoint(conn)
             assert position % 20 == 0
+            assert table_hashes(conn) == rebuilt_hashes(conn, position, 20), f"rows at checkpoint {position}"
+        positions.append(position)
+    # Killed in its first batch, the first run committed none; the second, killed in its third, two.
+    assert positions == [0, 40]
     done = powerlog("project", env=env)
     assert done.returncode == 0, done.stderr
     with db.connect() as conn:

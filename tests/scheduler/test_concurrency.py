@@ -86,28 +86,73 @@ def test_two_schedulers_one_refreshes_the_other_skips(dsn: str, conn: psycopg.Co
     assert outcomes(conn) == ["ok"]
 
 
+def _refreshes_waiting_for_a_lock(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND state = 'active' AND query LIKE 'REFRESH MATERIALIZED VIEW%' AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def test_never_two_refreshes_at_once(dsn: str, conn: psycopg.Connection[Any]) -> None:
+    """Two schedulers ticking every 20 ms: a watcher counts the REFRESH statements running at once.
+
+    The first refresh is held on a locked `powers` until the watcher has seen it and the other scheduler
+    has tried too (it must skip; were the advisory lock broken, its REFRESH would be running beside it).
+    """
     populate(conn, 2000)
     dbs = [Database(settings_for(dsn)) for _ in range(2)]
     scheds = [scheduler.build_scheduler(db, interval_s=0.02, misfire_grace_s=1, blocking=False) for db in dbs]
+    skipped: list[scheduler.RefreshResult] = []
+
+    def on_executed(event: Any) -> None:
+        if event.retval is not None and event.retval.outcome == "skipped":
+            skipped.append(event.retval)
+
+    for sched in scheds:
+        sched.add_listener(on_executed, EVENT_JOB_EXECUTED)
     stop = threading.Event()
     most_at_once = [0]
+    samples = [0]  # the watcher's samples taken so far
+    sampled = threading.Condition()
+    errors: list[BaseException] = []
 
     def watch() -> None:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            while not stop.is_set():
-                row = c.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state = 'active' AND query LIKE 'REFRESH MATERIALIZED VIEW%'"
-                ).fetchone()
-                most_at_once[0] = max(most_at_once[0], int(row[0]) if row else 0)
+        try:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                while not stop.is_set():
+                    row = c.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND state = 'active' AND query LIKE 'REFRESH MATERIALIZED VIEW%'"
+                    ).fetchone()
+                    with sampled:
+                        most_at_once[0] = max(most_at_once[0], int(row[0]) if row else 0)
+                        samples[0] += 1
+                        sampled.notify_all()
+        except BaseException as exc:  # asserted on in the test's thread
+            errors.append(exc)
+            with sampled:
+                sampled.notify_all()
 
     watcher = threading.Thread(target=watch)
     watcher.start()
     for sched in scheds:
         sched.start()
     try:
-        for position in range(1, 9):
+        with tables_locked(dsn):
+            advance(conn, 1)  # the view was fresh until now: this refresh is the first one
+            wait_until(lambda: _refreshes_waiting_for_a_lock(conn), "a refresh to wait on powers")
+            tried = len(skipped)
+            wait_until(
+                lambda: len(skipped) > tried or _refreshes_waiting_for_a_lock(conn) > 1,
+                "the other scheduler to try while the first refresh runs",
+            )
+            # The sample in flight may have begun before the refreshes got here; the next one cannot have.
+            with sampled:
+                wanted = samples[0] + 2
+                assert sampled.wait_for(lambda: samples[0] >= wanted or errors, timeout=30)
+        wait_until(functools.partial(_refreshed_at, conn, 1), "a refresh at 1")
+        for position in range(2, 9):
             advance(conn, position)
             wait_until(functools.partial(_refreshed_at, conn, position), f"a refresh at {position}")
     finally:
@@ -115,8 +160,11 @@ def test_never_two_refreshes_at_once(dsn: str, conn: psycopg.Connection[Any]) ->
             sched.shutdown(wait=True)
         stop.set()
         watcher.join()
+    assert errors == []
+    assert most_at_once[0] <= 1
+    assert most_at_once[0] == 1, "the watcher never saw a refresh running"
+    assert skipped, "the second scheduler never tried while the first refreshed"
     rows = sorted(scheduler.history(conn, limit=100), key=lambda r: r.started_at)
     assert len(rows) >= 8 and {r.outcome for r in rows} == {"ok"}
     for earlier, later in itertools.pairwise(rows):
         assert earlier.finished_at is not None and later.started_at >= earlier.finished_at
-    assert most_at_once[0] <= 1

@@ -107,10 +107,36 @@ def test_app_role_holds_no_rewrite_privilege(conn: psycopg.Connection[Any], stat
     )
 
 
+# One row in every read table, written by the owner (the view gets its row from the REFRESH below).
+_ROWS = (
+    "INSERT INTO archetypes (id, class_name, display_name, data) VALUES (7, 'Class_Blaster', 'Blaster', '{}')",
+    "INSERT INTO powersets (id, full_name, display_name, archetype_id, data)"
+    " VALUES (8, 'Blaster_Ranged.Fire_Blast', 'Fire Blast', 7, '{}')",
+    "INSERT INTO powers (id, full_name, display_name, powerset_id, level_available, data)"
+    " VALUES (9, 'Blaster_Ranged.Fire_Blast.Flares', 'Flares', 8, 1, '{}')",
+    "INSERT INTO enhancement_sets (id, uid, display_name, data) VALUES (10, 'Set_A', 'Set A', '{}')",
+    "INSERT INTO enhancements (id, uid, name, set_id, data) VALUES (11, 'Enh_A', 'Enh A', 10, '{}')",
+    "REFRESH MATERIALIZED VIEW power_build_summary",
+)
+_ROW_IDS = {
+    "archetypes": 7,
+    "powersets": 8,
+    "powers": 9,
+    "enhancement_sets": 10,
+    "enhancements": 11,
+    "power_build_summary": 9,
+}
+
+
 @pytest.mark.parametrize("table", [*READ_TABLES, "power_build_summary"])
 def test_reader_role_reads_read_tables(conn: psycopg.Connection[Any], table: str) -> None:
+    for statement in _ROWS:
+        conn.execute(statement)
+    query = f"SELECT * FROM {table} ORDER BY id"
+    as_owner = conn.execute(query).fetchall()
+    assert [row[0] for row in as_owner] == [_ROW_IDS[table]]
     conn.execute("SET ROLE powerlog_reader")
-    conn.execute(f"SELECT * FROM {table}")
+    assert conn.execute(query).fetchall() == as_owner
 
 
 @pytest.mark.parametrize("table", ["events", "streams", "imports"])
