@@ -154,11 +154,13 @@ _FOREIGN = {"powersets": "archetype_id", "powers": "powerset_id", "enhancements"
 def _stage_final(conn: psycopg.Connection[Any], export: Path) -> None:
     """The final records with the ids a rebuild gives them (position of each stream's first event)."""
     conn.execute("DROP TABLE IF EXISTS ceiling_stage")
-    conn.execute("CREATE TABLE ceiling_stage (kind text, key text, id bigint, escaped bool, r jsonb)")
-    with conn.cursor().copy("COPY ceiling_stage (kind, key, escaped, r) FROM STDIN (FORMAT BINARY)") as cp:
+    # Held as {"record": …}, as in an event: extracting it gives each row its record detoasted once (a
+    # bare jsonb column would be detoasted again by every column expression that reads it).
+    conn.execute("CREATE TABLE ceiling_stage (kind text, key text, id bigint, escaped bool, data jsonb)")
+    with conn.cursor().copy("COPY ceiling_stage (kind, key, escaped, data) FROM STDIN (FORMAT BINARY)") as cp:
         cp.set_types(["text", "text", "bool", "bytea"])
         for kind, key, data, stored in records(export):
-            cp.write_row((kind, key, stored is not data, JSONB_V1 + stored))
+            cp.write_row((kind, key, stored is not data, JSONB_V1 + b'{"record":' + stored + b"}"))
     conn.execute(
         "UPDATE ceiling_stage s SET id = e.global_position FROM events e"
         " WHERE e.stream_id = s.kind || ':' || s.key AND e.stream_version = 1"
@@ -184,7 +186,8 @@ def _insert_select(spec: TableSpec) -> sql.Composed:
         )
     return sql.SQL(
         "INSERT INTO {table} ({names}) SELECT {exprs} FROM (SELECT id, CASE WHEN escaped THEN"
-        " powerlog_unmark(r) ELSE r END AS r FROM ceiling_stage WHERE kind = {kind} OFFSET 0) x {joins}"
+        " powerlog_unmark(data->'record') ELSE data->'record' END AS r FROM ceiling_stage"
+        " WHERE kind = {kind} OFFSET 0) x {joins}"
     ).format(
         table=sql.Identifier(CEILING_SCHEMA, spec.table),
         names=sql.SQL(", ").join(names),
