@@ -1,6 +1,6 @@
 """Where an import and a rebuild spend their time and memory, on a scaled real release.
 
-    .venv/bin/python bench/profile.py [--scale 3] [--top 15]
+    .venv/bin/python bench/profiling.py [--scale 3] [--top 15]
 
 On one fresh database (DATABASE_URL, else a throwaway embedded PostgreSQL): imports r00 in-process under
 cProfile, with every SQL statement and COPY timed (wall time waiting on the server, by statement, its
@@ -184,7 +184,7 @@ def main() -> None:
         with fresh_database(admin) as db:
             sections.append("## Memory of the first import\n\n" + memory_at_first_append(db, r00, args.top))
     md = (
-        f"# Profile (`bench/profile.py`, scale {args.scale})\n\nPostgreSQL {version}; in-process, so the"
+        f"# Profile (`bench/profiling.py`, scale {args.scale})\n\nPostgreSQL {version}; in-process, so the"
         " instruments slow it (cProfile about 1.3-2x).\n\n" + "\n\n".join(sections) + "\n"
     )
     path = write_results(f"profile-{name}", {"scale": args.scale, "server_version": version}, md)
