@@ -5,7 +5,7 @@
 On one fresh database (DATABASE_URL, else a throwaway embedded PostgreSQL): imports r00 in-process under
 cProfile, with every SQL statement and COPY timed (wall time waiting on the server, by statement, its
 literals cut off) and a tracemalloc snapshot taken at the first `log.append` of the import (when the first
-batch of events is pending); projects, imports r01, then rebuilds under the same instruments. Prints the
+batch of events is pending); projects, imports r01 and projects it, then rebuilds, each under the same instruments. Prints the
 top functions (own time and cumulative), the SQL split, and the allocation sites held at that moment.
 Writes bench/results/profile-<name>.md.
 """
@@ -178,7 +178,8 @@ def main() -> None:
             project(db)
             text, _ = profiled("incremental import of r01", lambda: run_import(db, r01), args.top)
             sections.append(text)
-            project(db)
+            text, _ = profiled("project after the incremental import", lambda: project(db), args.top)
+            sections.append(text)
             text, _ = profiled("rebuild (after r00 and r01)", lambda: rebuild(db), args.top)
             sections.append(text)
         with fresh_database(admin) as db:
