@@ -172,7 +172,7 @@ def reads(conn: Any) -> dict[str, float]:
 
 
 def change_and_refresh(conn: Any, round_no: int) -> float:
-    conn.execute("UPDATE powers SET recharge_time = recharge_time + 1 WHERE id % 20 = %s", (round_no % 20,))
+    conn.execute("UPDATE powers SET recharge_time = recharge_time + 1 WHERE id %% 20 = %s", (round_no % 20,))
     with Timer() as t:
         conn.execute("REFRESH MATERIALIZED VIEW CONCURRENTLY power_build_summary")
     return t.seconds
