@@ -451,8 +451,11 @@ def run_scale(admin: str, scale: int, args: argparse.Namespace, full_only: bool)
     def step(name: str, db: Database, *command: str) -> None:
         if full_only and name not in FULL_ONLY:
             return
+        load = os.getloadavg()[0]
         result = cli(db, *command)
         steps[name] = {k: v for k, v in result.items() if k != "stdout"}
+        # The machine is shared: the 1-minute load average before each step says how much it was.
+        steps[name]["load_1m_before"] = round(load, 2)
         if name == "rebuild":
             m = re.search(r"in ([0-9.]+) s; swapped", result["stdout"])
             steps[name]["reported_s"] = float(m.group(1)) if m else None
