@@ -87,6 +87,10 @@ FULL_ONLY = (
 )
 
 
+class StepFailed(Exception):
+    """A powerlog command exited non-zero: the scale's later steps and ceilings are skipped, and said so."""
+
+
 # -- powerlog subprocesses --------------------------------------------------------------------------------
 
 
@@ -104,7 +108,9 @@ def cli(db: Database, *args: str) -> dict[str, Any]:
         with Timer() as t:
             done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if done.returncode != 0:
-            raise SystemExit(f"powerlog {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+            raise StepFailed(
+                f"powerlog {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:].strip()}"
+            )
         rss_kb = float(rss.read().strip().splitlines()[-1])
     return {"seconds": t.seconds, "peak_rss_mb": rss_kb / 1024, "stdout": done.stdout}
 
@@ -439,6 +445,24 @@ def noop_copy(release: Path, target: Path) -> Path:
     return target
 
 
+def _steps(step: Any, db: Database, r00: Path, r01: Path, out: Path, full_only: bool) -> None:
+    step("CLI start-up (powerlog --help)", db, "--help")
+
+    step("first import", db, "import", str(r00))
+    step("project (from empty)", db, "project")
+    step("refresh --plain (first)", db, "refresh", "--plain")
+    step("incremental import", db, "import", str(r01))
+    step("no-change re-import (shortcut)", db, "import", str(r01))
+    if not full_only:
+        noop = noop_copy(r01, out / "r01-noop")
+        step("no-change re-import (full read)", db, "import", str(noop))
+        shutil.rmtree(noop)
+    step("project (incremental)", db, "project")
+    step("refresh (concurrently)", db, "refresh")
+    step("refresh --plain", db, "refresh", "--plain")
+    step("rebuild", db, "rebuild")
+
+
 def run_scale(admin: str, scale: int, args: argparse.Namespace, full_only: bool) -> dict[str, Any]:
     subset = f"-sets{args.sets}" if args.sets else ""
     out = args.work / f"{args.source.name}-s{scale:03d}-seed{args.seed}{subset}"
@@ -472,20 +496,12 @@ def run_scale(admin: str, scale: int, args: argparse.Namespace, full_only: bool)
         "steps": steps,
     }
     with fresh_database(admin) as db:
-        step("CLI start-up (powerlog --help)", db, "--help")
-        step("first import", db, "import", str(r00))
-        step("project (from empty)", db, "project")
-        step("refresh --plain (first)", db, "refresh", "--plain")
-        step("incremental import", db, "import", str(r01))
-        step("no-change re-import (shortcut)", db, "import", str(r01))
-        if not full_only:
-            noop = noop_copy(r01, out / "r01-noop")
-            step("no-change re-import (full read)", db, "import", str(noop))
-            shutil.rmtree(noop)
-        step("project (incremental)", db, "project")
-        step("refresh (concurrently)", db, "refresh")
-        step("refresh --plain", db, "refresh", "--plain")
-        step("rebuild", db, "rebuild")
+        try:
+            _steps(step, db, r00, r01, out, full_only)
+        except StepFailed as exc:
+            row["failed"] = str(exc)
+            print(f"  FAILED: {exc}", file=sys.stderr)
+            return row
         with db.connect() as conn:
             size = conn.execute(
                 "SELECT pg_total_relation_size('events'), pg_total_relation_size('powers'),"
@@ -516,12 +532,12 @@ def run_scale(admin: str, scale: int, args: argparse.Namespace, full_only: bool)
 def ratios(row: dict[str, Any]) -> dict[str, float]:
     s = row["steps"]
     out = {}
-    if "first import" in s:
+    if "first import" in s and "import_ceiling" in row:
         out["first_import_vs_ceiling"] = row["import_ceiling"]["seconds"] / s["first import"]["seconds"]
         for name in ("no-change re-import (shortcut)", "no-change re-import (full read)"):
             if name in s:
                 out[f"{name} vs first"] = s[name]["seconds"] / s["first import"]["seconds"]
-    if "rebuild" in s:
+    if "rebuild" in s and "rebuild_ceiling" in row:
         out["rebuild_vs_ceiling"] = row["rebuild_ceiling"]["seconds"] / s["rebuild"]["seconds"]
     if row.get("append"):
         out["append_vs_peer"] = row["append"]["ratio"]
@@ -547,14 +563,14 @@ def markdown(result: dict[str, Any]) -> str:
         first = True
         for name, st in row["steps"].items():
             ceiling = ratio = target = ""
-            if name == "first import":
+            if name == "first import" and "import_ceiling" in row:
                 ceiling = f"{row['import_ceiling']['seconds']:.2f}"
                 ratio = f"{r['first_import_vs_ceiling']:.2f}"
                 target = f">= {TARGETS['first_import_vs_ceiling']}"
             elif name.startswith("no-change"):
                 ratio = f"{r[f'{name} vs first']:.2f} of first"
                 target = f"<= {TARGETS['reimport_vs_first']}"
-            elif name == "rebuild":
+            elif name == "rebuild" and "rebuild_ceiling" in row:
                 ceiling = f"{row['rebuild_ceiling']['seconds']:.2f}"
                 ratio = f"{r['rebuild_vs_ceiling']:.2f}"
                 target = f">= {TARGETS['rebuild_vs_ceiling']}"
@@ -562,6 +578,10 @@ def markdown(result: dict[str, Any]) -> str:
             first = False
             lines.append(
                 f"{head}| {name} | {st['seconds']:.2f} | {st['peak_rss_mb']:.0f} | {ceiling} | {ratio} | {target} |"
+            )
+        if row.get("failed"):
+            lines.append(
+                f"| | | | **failed**: {' '.join(row['failed'].split())} (later steps and ceilings skipped) | | | | | |"
             )
         if row.get("append"):
             a = row["append"]
@@ -581,12 +601,14 @@ def markdown(result: dict[str, Any]) -> str:
             f" two {row['rebuild_ceiling']['two_connections']['seconds']}"
             f" ({', '.join(f'{k} {v}' for k, v in row['rebuild_ceiling']['two_connections']['steps'].items())})"
             for row in result["scales"]
+            if "rebuild_ceiling" in row
         ),
         "",
         "Sizes after the run (MB): "
         + "; ".join(
             f"scale {row['scale']}: " + ", ".join(f"{k} {v:,}" for k, v in row["sizes_mb"].items())
             for row in result["scales"]
+            if "sizes_mb" in row
         ),
         "",
     ]
