@@ -1,0 +1,71 @@
+"""Migration 0005 on a database that already holds both real releases, imported and projected at 0004:
+the history tables are filled from the log, the as-of functions answer, and a downgrade takes it all away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+import projections
+from importer.run import run_import
+from migrations import schema
+from projections.fingerprint import table_hashes
+from projections.tables import HISTORY_TABLES, READ_TABLES
+from store.connection import Database
+from tests.conftest import SHARED_DATA, settings_for
+
+RELEASES = ("mids-20.1224", "mids-21.0331")
+AS_OF_FUNCTIONS = (
+    "SELECT count(*) FROM pg_proc WHERE proname LIKE '%\\_as\\_of%' OR proname LIKE 'powerlog\\_%of%'"
+)
+
+
+def history_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE '%\\_history' ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / RELEASES[0]).is_dir(), reason=f"no real data at {SHARED_DATA}")
+def test_0005_fills_history_of_a_projected_database_and_downgrades(empty_dsn: str) -> None:
+    db = Database(settings_for(empty_dsn))
+    try:
+        schema.upgrade(db)
+        for release in RELEASES:
+            run_import(db, SHARED_DATA / release)
+            projections.project(db)
+        with db.connect(autocommit=True) as conn:
+            projected = table_hashes(conn)
+        # What a database projected at revision 0004 holds: the read tables, no history.
+        schema.downgrade(db, "0004")
+        with db.connect(autocommit=True) as conn:
+            assert history_tables(conn) == []
+            assert conn.execute(AS_OF_FUNCTIONS).fetchone() == (0,)
+            assert table_hashes(conn, tables=READ_TABLES) == {t: projected[t] for t in READ_TABLES}
+
+        schema.upgrade(db)
+        with db.connect(autocommit=True) as conn:
+            assert history_tables(conn) == sorted(HISTORY_TABLES)
+            # Exactly what the projector wrote import by import.
+            assert table_hashes(conn) == projected
+            conn.execute("SET ROLE powerlog_reader")
+            for import_id, powers in ((1, 3049), (2, 3046)):
+                assert conn.execute("SELECT count(*) FROM powers_as_of(%s)", (import_id,)).fetchone() == (
+                    powers,
+                )
+                assert conn.execute(
+                    "SELECT count(*) FROM power_build_summary_as_of(%s)", (import_id,)
+                ).fetchone() == (powers,)
+            assert conn.execute(
+                "SELECT count(*) FROM powersets_as_of_release('20.1224') WHERE full_name LIKE '%Titan_Weapons_beta'"
+            ).fetchone() == (1,)
+            conn.execute("RESET ROLE")
+            assert conn.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = 'powerlog_history_backfill'"
+            ).fetchone() == (0,)
+    finally:
+        db.close()
