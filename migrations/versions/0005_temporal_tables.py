@@ -237,24 +237,36 @@ def _backfill() -> None:
     """Fill the history tables from the log up to the live checkpoint, as the projector writes them.
 
     The projector builds every table (history included) into a scratch schema, as `rebuild` does; the
-    history rows are copied from there, column by column as this revision knows them."""
+    history rows are copied from there, column by column as this revision knows them. A projector running
+    meanwhile (code from before this revision) would move the read tables past the history: the upgrade
+    refuses to run beside one."""
     from projections import ddl
     from projections.projector import catch_up, checkpoint
     from projections.tables import LIVE_SCHEMA
+    from store import locks
 
     conn: Any = op.get_bind().connection.dbapi_connection
-    until = checkpoint(conn, LIVE_SCHEMA)
-    if until == 0:
-        return
-    scratch = "powerlog_history_backfill"
-    ddl.drop_schema(conn, scratch)
-    ddl.create_tables(conn, scratch)
-    catch_up(conn, scratch, range_size=RANGE_SIZE, until=until)
-    for table, (columns, _, _) in TABLES.items():
-        names = ", ".join([name for name, _, _ in columns] + ["valid_from_import", "valid_to_import"])
-        op.execute(f"INSERT INTO {table}_history ({names}) SELECT {names} FROM {scratch}.{table}_history")
-        op.execute(f"ANALYZE {table}_history")
-    ddl.drop_schema(conn, scratch)
+    if not locks.try_acquire(conn, locks.PROJECTOR):
+        raise RuntimeError(
+            f"{locks.PROJECTOR.busy} ({locks.holder(conn, locks.PROJECTOR)}): stop it and run"
+            " `powerlog db upgrade` again (revision 0005 fills the history tables from the log up to the read"
+            " tables' checkpoint, which must not move meanwhile)"
+        )
+    try:
+        until = checkpoint(conn, LIVE_SCHEMA)
+        if until == 0:
+            return
+        scratch = "powerlog_history_backfill"
+        ddl.drop_schema(conn, scratch)
+        ddl.create_tables(conn, scratch)
+        catch_up(conn, scratch, range_size=RANGE_SIZE, until=until)
+        for table, (columns, _, _) in TABLES.items():
+            names = ", ".join([name for name, _, _ in columns] + ["valid_from_import", "valid_to_import"])
+            op.execute(f"INSERT INTO {table}_history ({names}) SELECT {names} FROM {scratch}.{table}_history")
+            op.execute(f"ANALYZE {table}_history")
+        ddl.drop_schema(conn, scratch)
+    finally:
+        locks.release(conn, locks.PROJECTOR)
 
 
 def upgrade() -> None:

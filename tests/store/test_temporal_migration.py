@@ -13,7 +13,9 @@ from importer.run import run_import
 from migrations import schema
 from projections.fingerprint import table_hashes
 from projections.tables import HISTORY_TABLES, READ_TABLES
+from store import locks
 from store.connection import Database
+from store.errors import SchemaError
 from tests.conftest import SHARED_DATA, settings_for
 
 RELEASES = ("mids-20.1224", "mids-21.0331")
@@ -67,5 +69,33 @@ def test_0005_fills_history_of_a_projected_database_and_downgrades(empty_dsn: st
             assert conn.execute(
                 "SELECT count(*) FROM pg_namespace WHERE nspname = 'powerlog_history_backfill'"
             ).fetchone() == (0,)
+    finally:
+        db.close()
+
+
+def test_0005_refuses_to_run_beside_a_projector(empty_dsn: str) -> None:
+    db = Database(settings_for(empty_dsn))
+    try:
+        schema.upgrade(db, "0004")
+        with psycopg.connect(
+            empty_dsn, autocommit=True, application_name="powerlog project --follow"
+        ) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (locks.PROJECTOR.key,))
+            with pytest.raises(SchemaError) as raised:
+                schema.upgrade(db)
+            message = str(raised.value)
+            assert message.startswith(
+                "another powerlog process is projecting (project, follow or rebuild) (held by"
+            )
+            assert (
+                "powerlog project --follow" in message
+                and "stop it and run `powerlog db upgrade` again" in message
+            )
+        # Nothing of the revision is left: still at 0004, no history table.
+        assert schema.status(db).current_revision == "0004"
+        with db.connect(autocommit=True) as conn:
+            assert history_tables(conn) == []
+        schema.upgrade(db)
+        assert schema.status(db).up_to_date
     finally:
         db.close()
