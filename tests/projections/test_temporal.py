@@ -163,7 +163,7 @@ def test_a_point_lookup_as_of_an_import_uses_the_history_index(real_releases_db:
         )
         # Inlined: the filter reaches the index, and the import is checked once, not per row.
         assert "Index Cond: ((full_name = 'Blaster_Ranged.Fire_Blast.Flares'::text)" in plan, plan
-        assert "on powers_history_full_name_idx" in plan, plan
+        assert "powers_history_full_name_idx" in plan, plan
         assert "One-Time Filter: powerlog_check_as_of" in plan, plan
 
 
