@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,21 @@ def db(dsn: str) -> Iterator[Database]:
     try:
         yield database
     finally:
+        database.close()
+
+
+@pytest.fixture
+def make_db(dsn: str) -> Iterator[Callable[..., Database]]:
+    """More Database objects on the test's database (settings overridden by keyword), closed at teardown:
+    a pool left to the garbage collector may be collected in its own worker thread, which cannot join itself."""
+    made: list[Database] = []
+
+    def make(**overrides: str) -> Database:
+        made.append(Database(settings_for(dsn, **overrides)))
+        return made[-1]
+
+    yield make
+    for database in made:
         database.close()
 
 

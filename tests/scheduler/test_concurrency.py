@@ -6,6 +6,7 @@ import functools
 import itertools
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -15,7 +16,6 @@ from structlog.testing import capture_logs
 import scheduler
 from store import locks
 from store.connection import Database
-from tests.conftest import settings_for
 from tests.scheduler.data import advance, blocked_refresher, outcomes, populate, tables_locked, wait_until
 
 
@@ -55,10 +55,12 @@ def test_the_job_skips_while_another_session_holds_the_lock(
     assert _advisory_holders(conn) == []  # released after the refresh
 
 
-def test_two_schedulers_one_refreshes_the_other_skips(dsn: str, conn: psycopg.Connection[Any]) -> None:
+def test_two_schedulers_one_refreshes_the_other_skips(
+    dsn: str, conn: psycopg.Connection[Any], make_db: Callable[..., Database]
+) -> None:
     populate(conn, 1000)
     advance(conn, 1)
-    db_a, db_b = Database(settings_for(dsn)), Database(settings_for(dsn))
+    db_a, db_b = make_db(), make_db()
     results: dict[str, queue.Queue[scheduler.RefreshResult | None]] = {"a": queue.Queue(), "b": queue.Queue()}
     scheds = {}
     for name, db in (("a", db_a), ("b", db_b)):
@@ -94,14 +96,16 @@ def _refreshes_waiting_for_a_lock(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def test_never_two_refreshes_at_once(dsn: str, conn: psycopg.Connection[Any]) -> None:
+def test_never_two_refreshes_at_once(
+    dsn: str, conn: psycopg.Connection[Any], make_db: Callable[..., Database]
+) -> None:
     """Two schedulers ticking every 20 ms: a watcher counts the REFRESH statements running at once.
 
     The first refresh is held on a locked `powers` until the watcher has seen it and the other scheduler
     has tried too (it must skip; were the advisory lock broken, its REFRESH would be running beside it).
     """
     populate(conn, 2000)
-    dbs = [Database(settings_for(dsn)) for _ in range(2)]
+    dbs = [make_db() for _ in range(2)]
     scheds = [scheduler.build_scheduler(db, interval_s=0.02, misfire_grace_s=1, blocking=False) for db in dbs]
     skipped: list[scheduler.RefreshResult] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -52,11 +53,11 @@ def test_refresh_killed_mid_way_is_recorded_and_the_next_tick_succeeds(
 
 
 def test_lock_timeout_fails_the_tick_and_the_next_one_succeeds(
-    dsn: str, conn: psycopg.Connection[Any]
+    dsn: str, conn: psycopg.Connection[Any], make_db: Callable[..., Database]
 ) -> None:
     populate(conn, 100)
     advance(conn, 2)
-    db = Database(settings_for(dsn, POWERLOG_LOCK_TIMEOUT="0.2"))
+    db = make_db(POWERLOG_LOCK_TIMEOUT="0.2")
     with tables_locked(dsn):
         failed = scheduler.refresh_job(db)
     assert failed is not None and failed.outcome == "failed"
