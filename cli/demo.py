@@ -97,3 +97,13 @@ def _summary(conn: psycopg.Connection[Any], last_import: int) -> None:
         sample.add_row(*("" if v is None else str(v) for v in row))
     console.print(sample)
     console.print(f"[dim]{query}[/]")
+
+    # The same question as of the first import, in one query on the same server (README "As of an import").
+    titan = "full_name LIKE 'Brute_Melee.Titan_Weapons_beta.%'"
+    as_of = f"SELECT count(*) FROM powers_as_of(1) WHERE {titan}"
+    then = conn.execute(as_of).fetchone()
+    now = conn.execute(f"SELECT count(*) FROM powers WHERE {titan}").fetchone()
+    console.print(
+        f"Titan Weapons (beta) powers as of import 1: {then[0] if then else 0}, now: {now[0] if now else 0}"
+    )
+    console.print(f"[dim]{as_of}[/]")

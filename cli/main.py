@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from cli import audit, context, db, demo, projecting
+from cli import audit, context, db, demo, imports, projecting
 from cli import scheduler as scheduler_cli
 from cli.context import err_console
 from cli.importing import import_command
@@ -32,6 +32,7 @@ app.command(name="import")(import_command)
 app.command(name="project")(projecting.project_command)
 app.command(name="rebuild")(projecting.rebuild_command)
 app.command(name="status")(projecting.status_command)
+app.command(name="imports")(imports.imports_command)
 app.command(name="history")(audit.history_command)
 app.command(name="diff")(audit.diff_command)
 app.command(name="replay")(audit.replay_command)

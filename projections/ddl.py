@@ -9,7 +9,7 @@ from psycopg import sql
 from sqlalchemy import create_engine, pool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from projections.tables import CHECKPOINTS, READ_TABLES, VIEW, metadata
+from projections.tables import CHECKPOINTS, HISTORY_TABLES, READ_TABLES, VIEW, metadata
 
 # Built after a full load, not during it: GIN indexes present during a load cost 30-40 % (DESIGN.md).
 SEARCH_INDEXES = (
@@ -85,8 +85,10 @@ def create_view(conn: psycopg.Connection[Any], schema: str) -> None:
 def grant(conn: psycopg.Connection[Any], schema: str) -> None:
     """The same privileges the migration gives the live tables."""
     ident = sql.Identifier(schema)
-    readable = sql.SQL(", ").join(sql.Identifier(schema, t) for t in (*READ_TABLES, VIEW))
-    writable = sql.SQL(", ").join(sql.Identifier(schema, t) for t in (*READ_TABLES, CHECKPOINTS))
+    readable = sql.SQL(", ").join(sql.Identifier(schema, t) for t in (*READ_TABLES, *HISTORY_TABLES, VIEW))
+    writable = sql.SQL(", ").join(
+        sql.Identifier(schema, t) for t in (*READ_TABLES, *HISTORY_TABLES, CHECKPOINTS)
+    )
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO powerlog_reader, powerlog_app").format(ident))
     conn.execute(sql.SQL("GRANT SELECT ON {} TO powerlog_reader").format(readable))
     conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO powerlog_app").format(writable))
@@ -108,7 +110,7 @@ def move_all(conn: psycopg.Connection[Any], source: str, target: str) -> None:
                 sql.Identifier(source, name), sql.Identifier(target)
             )
         )
-    for name in (*READ_TABLES, CHECKPOINTS):
+    for name in (*READ_TABLES, *HISTORY_TABLES, CHECKPOINTS):
         conn.execute(
             sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
                 sql.Identifier(source, name), sql.Identifier(target)

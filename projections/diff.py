@@ -131,12 +131,37 @@ def _field_changes(
 ) -> Iterator[tuple[str, list[str]]]:
     """For each stream, the top-level fields whose value differs between the two positions."""
     lo, hi = sorted((pos_a, pos_b))
-    for sid, events in asof.stream_events(conn, stream_ids, hi):
+    # One change between the two positions: its patch is the minimal diff of the two records
+    # (events.patch.diff), so the fields its paths start with are exactly those that differ; no record
+    # is read. Streams with more events between (a field may change back) are folded.
+    folded = []
+    for sid, t in asof.touched(conn, stream_ids, lo, hi).items():
+        fields = _top_level(t.paths)
+        if t.events != 1 or not t.only_changes or t.escaped or fields is None:
+            folded.append(sid)
+        else:
+            yield sid, fields
+    for sid, events in asof.stream_events(conn, folded, hi):
         older, newer = fold_twice(sid, events, lo, hi)
         yield (
             sid,
             top_level_differences(older, newer) if pos_a <= pos_b else top_level_differences(newer, older),
         )
+
+
+def _top_level(paths: list[str]) -> list[str] | None:
+    """The top-level fields these patch paths start with; None if one replaces the whole record or is not
+    a JSON Pointer."""
+    fields = set()
+    for path in paths:
+        try:
+            first = tokens(path)[:1]
+        except PatchError:
+            return None
+        if not first:
+            return None
+        fields.add(first[0])
+    return sorted(fields)
 
 
 def fold_twice(sid: str, events: list[tuple[int, Event]], lo: int, hi: int) -> tuple[JSON, JSON]:

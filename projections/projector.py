@@ -12,6 +12,7 @@ import structlog
 from psycopg import sql
 
 from events import apply
+from projections import temporal
 from projections.fingerprint import fingerprint
 from projections.kinds import SPECS, TableSpec
 from projections.tables import CHECKPOINTS, LIVE_SCHEMA
@@ -221,6 +222,7 @@ def apply_range(
     for spec in SPECS:
         if spec.references:
             _resolve_dangling(conn, schema, spec)
+    temporal.record_versions(conn, schema, staged.import_ids)
     conn.execute(
         sql.SQL(
             "INSERT INTO {} (projector, position, updated_at) SELECT p, %s, clock_timestamp() FROM unnest(%s::text[]) p"

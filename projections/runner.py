@@ -16,7 +16,7 @@ from psycopg import sql
 from events.errors import PowerlogError
 from projections import ddl
 from projections.projector import BatchCounts, catch_up, checkpoint
-from projections.tables import LIVE_SCHEMA
+from projections.tables import LIVE_SCHEMA, history_table
 from store import imports, locks
 from store.connection import Database
 from store.log import NOTIFY_CHANNEL, head
@@ -111,7 +111,8 @@ def _finish(conn: psycopg.Connection[Any], schema: str) -> None:
         ddl.create_search_indexes(conn, schema)
         ddl.create_view(conn, schema)
         ddl.grant(conn, schema)
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, "powers")))
+        for table in ("powers", history_table("powers")):
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
 
 
 def rebuild(

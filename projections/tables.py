@@ -3,6 +3,7 @@
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Double,
@@ -10,6 +11,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     func,
@@ -107,3 +109,46 @@ projection_checkpoints = Table(
     Column("position", BigInteger, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+
+VALID_FROM = "valid_from_import"
+VALID_TO = "valid_to_import"
+
+
+def history_table(table: str) -> str:
+    """The history table beside a read table: one row per entity version (projections/temporal.py)."""
+    return f"{table}_history"
+
+
+HISTORY_TABLES = tuple(history_table(t) for t in READ_TABLES)
+
+
+def _history(live: Table) -> Table:
+    """The read table's columns (no keys, no references) plus the imports that bound each version.
+
+    Indexed for a point lookup by natural key as of an import, and for the projector's search for rows
+    whose reference dangles (projections/temporal.py)."""
+    name = history_table(live.name)
+    key = next(c.name for c in live.columns if c.unique)
+    history = Table(
+        name,
+        metadata,
+        *(Column(c.name, c.type, nullable=c.nullable) for c in live.columns),
+        Column(VALID_FROM, BigInteger, nullable=False),
+        Column(VALID_TO, BigInteger),
+        PrimaryKeyConstraint("id", VALID_FROM),
+        CheckConstraint(f"{VALID_TO} > {VALID_FROM}", name=f"{name}_valid_range"),
+    )
+    Index(f"{name}_{key}_idx", history.c[key], history.c[VALID_FROM])
+    for column in live.columns:
+        if column.foreign_keys:
+            Index(
+                f"{name}_{column.name}_dangling_idx",
+                history.c.id,
+                postgresql_where=history.c[VALID_TO].is_(None) & history.c[column.name].is_(None),
+            )
+    return history
+
+
+for _live in (archetypes, powersets, powers, enhancement_sets, enhancements):
+    _history(_live)

@@ -147,3 +147,34 @@ def hashes_at(conn: psycopg.Connection[Any], positions: Sequence[int]) -> dict[i
             (list(positions),),
         ).fetchall()
     )
+
+
+class Touched(NamedTuple):
+    """One stream's events in a range of positions: how many, whether all are changes, whether any payload
+    had U+0000 escaped (store/nul.py), and the distinct paths their patches touch."""
+
+    events: int
+    only_changes: bool
+    escaped: bool
+    paths: list[str]
+
+
+def touched(conn: psycopg.Connection[Any], stream_ids: Sequence[str], lo: int, hi: int) -> dict[str, Touched]:
+    """Per stream, its events in (lo, hi] and the paths of their patches (patches are small: records are
+    not read)."""
+    if not stream_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT e.stream_id, count(DISTINCT e.global_position), bool_and(e.event_type = 'EntityChanged'),"
+        " bool_or(e.data_escaped), coalesce(array_agg(DISTINCT p.op->>'path') FILTER (WHERE p.op IS NOT NULL), '{}')"
+        " FROM unnest(%s::text[]) s(stream_id)"
+        " JOIN events e ON e.stream_id = s.stream_id AND e.global_position > %s AND e.global_position <= %s"
+        " LEFT JOIN LATERAL jsonb_array_elements("
+        "  CASE WHEN e.event_type = 'EntityChanged' THEN e.data->'patch' END) p(op) ON true"
+        " GROUP BY e.stream_id",
+        (list(stream_ids), lo, hi),
+    ).fetchall()
+    return {
+        sid: Touched(int(n), bool(changes), bool(escaped), list(paths))
+        for sid, n, changes, escaped, paths in rows
+    }

@@ -47,6 +47,13 @@ class ImportRow:
     head_chain_hash: str | None
     fingerprint: str | None = field(default=None)
 
+    @property
+    def outcome(self) -> str:
+        """'completed', 'no changes' (completed, appended nothing) or 'failed'."""
+        if self.status == "completed" and self.first_position is None:
+            return "no changes"
+        return self.status
+
 
 def _values(meta: ImportMeta) -> tuple[Any, ...]:
     """The row's source columns, in the order both INSERTs name them."""
@@ -124,7 +131,7 @@ def state(conn: psycopg.Connection[Any], import_id: int) -> tuple[ImportRow, int
     """A completed import's row and the log position right after it committed (0 while the log was empty)."""
     row = get(conn, import_id)
     if row is None:
-        raise UnknownImport(f"there is no import {import_id} (see `powerlog status`)")
+        raise UnknownImport(f"there is no import {import_id} (see `powerlog imports`)")
     if row.status != "completed":
         raise UnknownImport(f"import {import_id} failed; the log holds nothing from it")
     return row, log.position_after_import(conn, import_id)

@@ -354,19 +354,21 @@ class Staged(NamedTuple):
     events: int
     rounds: int
     """The highest rank of an event in its stream within the range: rounds that apply it in order."""
+    import_ids: tuple[int, ...] = ()
+    """The imports the range's events belong to, in order."""
 
 
 def stage_range(conn: psycopg.Connection[Any], after: int, until: int) -> Staged:
     """Index the events (after, until] in the session's temporary table `staged_events` (global_position,
     stream_id, kind, key, stream_version, event_type, escaped, rn: the event's rank in its stream within the
-    range), emptied at commit.
+    range, import_id), emptied at commit.
 
     Payloads stay in `events`, to be joined by position: copying them would cost as much again.
     """
     conn.execute(
         sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (global_position bigint, stream_id text, kind text, key text,"
-            " stream_version int, event_type text, escaped bool, rn int) ON COMMIT DELETE ROWS"
+            " stream_version int, event_type text, escaped bool, rn int, import_id bigint) ON COMMIT DELETE ROWS"
         ).format(sql.Identifier(STAGED))
     )
     conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGED)))
@@ -375,16 +377,18 @@ def stage_range(conn: psycopg.Connection[Any], after: int, until: int) -> Staged
         sql.SQL(
             "INSERT INTO {} SELECT global_position, stream_id, split_part(stream_id, ':', 1),"
             " substr(stream_id, strpos(stream_id, ':') + 1), stream_version, event_type, data_escaped,"
-            " row_number() OVER (PARTITION BY stream_id ORDER BY global_position)"
+            " row_number() OVER (PARTITION BY stream_id ORDER BY global_position), import_id"
             " FROM events WHERE global_position > %s AND global_position <= %s"
         ).format(sql.Identifier(STAGED)),
         (after, until),
     )
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGED)))
     row = conn.execute(
-        sql.SQL("SELECT count(*), coalesce(max(rn), 0) FROM {}").format(sql.Identifier(STAGED))
+        sql.SQL("SELECT count(*), coalesce(max(rn), 0), array_agg(DISTINCT import_id) FROM {}").format(
+            sql.Identifier(STAGED)
+        )
     ).fetchone()
-    return Staged(int(row[0]), int(row[1])) if row else Staged(0, 0)
+    return Staged(int(row[0]), int(row[1]), tuple(row[2] or ())) if row else Staged(0, 0)
 
 
 def largest_changes(

@@ -134,7 +134,7 @@ def test_diff_json_gives_the_sample_table_and_filters(dsn: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("9", "1"), "error: there is no import 9 (see `powerlog status`)"),
+        (("9", "1"), "error: there is no import 9 (see `powerlog imports`)"),
         (("1", "3"), "error: import 3 failed; the log holds nothing from it"),
     ],
 )
@@ -181,7 +181,7 @@ def test_replay_builds_a_schema_and_refuses_to_overwrite_it(dsn: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--as-of", "9", "--schema", "x9"), "error: there is no import 9 (see `powerlog status`)"),
+        (("--as-of", "9", "--schema", "x9"), "error: there is no import 9 (see `powerlog imports`)"),
         (("--as-of", "3", "--schema", "x3"), "error: import 3 failed; the log holds nothing from it"),
         (("--as-of", "1", "--schema", "public"), "error: schema 'public' is reserved; choose another name"),
     ],
@@ -239,7 +239,8 @@ def test_verify_json_on_an_honest_log(dsn: str) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is True and report["chain"]["head"].startswith("104:")
     assert report["kept_head"] is None and report["checkpoint"] == 104
-    assert set(report["tables"]) == {"archetypes", "powersets", "powers", "enhancement_sets", "enhancements"}
+    read = {"archetypes", "powersets", "powers", "enhancement_sets", "enhancements"}
+    assert set(report["tables"]) == read | {f"{t}_history" for t in read}
     with psycopg.connect(dsn) as conn:
         # The scratch schema is gone.
         assert conn.execute(

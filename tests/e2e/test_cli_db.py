@@ -65,6 +65,7 @@ def test_demo_runs_on_the_embedded_server(tmp_path: Path) -> None:
     assert "embedded PostgreSQL under" in result.stdout
     assert "refreshed power_build_summary (ok, 18 rows)" in result.stdout
     assert "Flares" in result.stdout and "│ powers              │   18 │" in result.stdout
+    assert "Titan Weapons (beta) powers as of import 1: 3, now: 0" in result.stdout
     assert (home / "pgdata" / "PG_VERSION").exists()
     # Run again: its own database is made anew, so the story is the same.
     again = powerlog("demo", env={"POWERLOG_HOME": str(home)})
