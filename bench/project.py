@@ -38,7 +38,7 @@ def tables_only(db: object) -> float:
             ddl.drop_schema(conn, "bench_load")
             ddl.create_tables(conn, "bench_load")
         with Timer() as t:
-            catch_up(conn, "bench_load")
+            catch_up(conn, "bench_load", range_size=db.settings.project_batch)  # type: ignore[attr-defined]
         with conn.transaction():
             ddl.drop_schema(conn, "bench_load")
     return t.seconds
