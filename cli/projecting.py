@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.context import console, err_console, migrated_database, progress_bar, say_waiting, settings
+from cli.daemons import MetricsHost, MetricsPort, StallThreshold, make_health, metrics_endpoint
 
 if TYPE_CHECKING:
     from projections.projector import BatchCounts
@@ -57,10 +58,17 @@ def project_command(
     poll: Annotated[
         float, typer.Option(help="With --follow: seconds between checks if no notification comes.")
     ] = 5.0,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "0.0.0.0",
+    stall_threshold: StallThreshold = None,
 ) -> None:
     """Bring the read tables up to the log's head (each batch and its checkpoint commit together), then
-    refresh power_build_summary if it is stale. --follow wakes on each import; Ctrl-C or SIGTERM stops it."""
+    refresh power_build_summary if it is stale. --follow wakes on each import; Ctrl-C or SIGTERM stops it.
+
+    With --follow it outlives server restarts (reconnecting with backoff), pauses while a rebuild runs,
+    and keeps running, saying so, at an event it cannot apply."""
     import projections
+    from projections.metrics import FollowerMetrics
 
     db = migrated_database()
     if follow:
@@ -72,10 +80,14 @@ def project_command(
             if counts.changed_tables:
                 _refresh_view(db)
 
-        console.print("following the log (Ctrl-C to stop)")
-        projections.follow(db, stop, poll_s=poll, on_round=on_round)
+        metrics, health = FollowerMetrics(), make_health(stall_threshold)
+        with metrics_endpoint(metrics.registry, health, metrics_port, metrics_host):
+            console.print("following the log (Ctrl-C to stop)")
+            projections.follow(db, stop, poll_s=poll, on_round=on_round, metrics=metrics, health=health)
         console.print("stopped")
         return
+    if metrics_port:
+        raise typer.BadParameter("only with --follow", param_hint="--metrics-port")
     with progress_bar("projecting", "positions") as update:
         counts = projections.project(
             db, wait=not no_wait, on_batch=_bar_updater(update), on_wait=_say_waiting
