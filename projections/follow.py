@@ -24,7 +24,7 @@ from events.errors import PowerlogError
 from projections.metrics import FollowerMetrics, Health
 from projections.projector import BatchCounts, catch_up, checkpoint
 from projections.tables import LIVE_SCHEMA
-from store import locks
+from store import faults, locks
 from store.connection import Database
 from store.log import NOTIFY_CHANNEL, head, seconds_waiting_after
 from store.reconnect import Backoff, lost_connection, reason
@@ -77,6 +77,7 @@ class Follower:
         self.state = "starting"
         self._problem: str | None = None
         self._down_since: float | None = None
+        self._reconnections = 0  # attempts over the process's life
         self._counted = 0  # events of the running catch-up already added to the metrics
 
     def run(self) -> None:
@@ -189,6 +190,8 @@ class Follower:
         self.state, self._problem = "reconnecting", why
         self.metrics.state.state("reconnecting")
         self.health.bad("reconnecting", why)
+        self._reconnections += 1
+        faults.point("follow_reconnect", self._reconnections)
         self.stop.wait(delay)
 
     def _connected(self) -> None:

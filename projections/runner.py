@@ -16,7 +16,7 @@ from events.errors import PowerlogError
 from projections import ddl
 from projections.projector import BatchCounts, catch_up, checkpoint
 from projections.tables import LIVE_SCHEMA
-from store import imports, locks
+from store import faults, imports, locks
 from store.connection import Database
 
 log = structlog.get_logger(__name__)
@@ -103,6 +103,7 @@ def rebuild(
         counts.events += more.events
         counts.position = checkpoint(conn, SHADOW_SCHEMA)
         _finish(conn, SHADOW_SCHEMA)
+        faults.point("rebuild_built")
         swap_start = time.perf_counter()
         with conn.transaction():
             # Readers block for the length of this transaction only, then see the new tables.
@@ -113,6 +114,7 @@ def rebuild(
             ddl.move_all(conn, SHADOW_SCHEMA, LIVE_SCHEMA)
             ddl.drop_schema(conn, RETIRED_SCHEMA)
             ddl.drop_schema(conn, SHADOW_SCHEMA)
+            faults.point("rebuild_swap")
         swap_ms = (time.perf_counter() - swap_start) * 1000
     seconds = time.perf_counter() - started
     log.info(
