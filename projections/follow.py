@@ -107,13 +107,11 @@ class Follower:
             self._report(now)
             if counts is None:
                 holder = locks.holder(conn, locks.PROJECTOR)
-                self._set_state(
-                    "paused",
-                    f"{locks.PROJECTOR.busy} ({holder or 'it has just finished'})",
-                    now,
-                    bad=now.events > 0,
-                )
-                return self.poll_s
+                # Backend and application only: the holder's activity changes, and each change would log.
+                who = f"backend {holder.pid}, {holder.application}" if holder else "it has just finished"
+                self._set_state("paused", f"{locks.PROJECTOR.busy} ({who})", now, bad=now.events > 0)
+                # No notification says that a rebuild is done: look again soon.
+                return min(self.poll_s, 1.0)
             self.retry_stalled.reset()
             if counts.events:
                 log.info("follow_applied", events=counts.events, position=counts.position, lag=now.events)
@@ -126,7 +124,11 @@ class Follower:
                 raise
             # Not the connection: something in the log or the tables this process cannot get past. Stay up,
             # say so (status, metrics, /healthz), and try again later: someone may fix it meanwhile.
-            self._set_state("stalled", reason(exc, self.db.dsn), None, bad=True)
+            now = None
+            with suppress(psycopg.Error):  # a connection lost meanwhile shows at the next round
+                now = lag(conn)
+                self._report(now)
+            self._set_state("stalled", reason(exc, self.db.dsn), now, bad=True)
             return self.retry_stalled.next_delay()
 
     def _apply(self, conn: psycopg.Connection[Any]) -> BatchCounts | None:
