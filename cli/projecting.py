@@ -152,10 +152,21 @@ def gather_status(db: Database) -> dict[str, Any]:
         counts = schema_rows(conn, LIVE_SCHEMA)
         failed = imports.failed_count(conn)
         view = scheduler.status(conn)
+        # Lag in seconds: how long the oldest event a projector has not applied has been in the log.
+        waiting = {
+            pos: log.seconds_waiting_after(conn, pos) for pos in set(cps.values()) if pos < head.position
+        }
     return {
         "database": db.describe(),
         "log": {"head_position": head.position, "head_chain_hash": head.chain_hash.hex(), "head": str(head)},
-        "projectors": {name: {"position": pos, "lag": head.position - pos} for name, pos in cps.items()},
+        "projectors": {
+            name: {
+                "position": pos,
+                "lag": head.position - pos,
+                "lag_seconds": round(waiting.get(pos, 0.0), 3),
+            }
+            for name, pos in cps.items()
+        },
         "rows": counts,
         "last_import": None
         if last is None
@@ -197,10 +208,12 @@ def status_command(
     else:
         console.print(Text.assemble(("last import", "bold"), " none yet: `powerlog import PATH`"))
     table = Table(title="projectors")
-    for col in ("table", "position", "lag", "rows"):
+    for col in ("table", "position", "lag (events)", "lag (seconds)", "rows"):
         table.add_column(col, justify="left" if col == "table" else "right")
     for name, p in st["projectors"].items():
-        table.add_row(name, str(p["position"]), str(p["lag"]), f"{st['rows'][name]:,}")
+        table.add_row(
+            name, str(p["position"]), f"{p['lag']:,}", f"{p['lag_seconds']:,.0f}", f"{st['rows'][name]:,}"
+        )
     console.print(table)
     view = Table(title=f"power_build_summary: {st['rows']['power_build_summary']:,} rows", show_header=False)
     for label, value in status_rows(st["view"]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -178,3 +180,29 @@ def test_an_error_that_is_not_the_connection_stalls_the_follower_which_keeps_run
         len(stalled) == 1 and stalled[0]["log_level"] == "error" and "a test says so" in stalled[0]["reason"]
     )
     assert len(tries) >= 2
+
+
+def test_status_shows_the_lag_in_events_and_in_seconds(dsn: str) -> None:
+    db = Database(settings_for(dsn))
+    run_import(db, OLD)
+    projections.project(db)
+    run_import(db, NEW)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # As if the second import had come an hour ago (the log's trigger forbids updates; replica mode
+        # skips it for this test's session only).
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "UPDATE events SET recorded_at = recorded_at - interval '1 hour' WHERE global_position > 78"
+        )
+    result = powerlog("status", "--json", env={"DATABASE_URL": dsn})
+    assert result.returncode == 0, result.stderr
+    for p in json.loads(result.stdout)["projectors"].values():
+        assert (p["position"], p["lag"]) == (78, 26)
+        assert 3600 <= p["lag_seconds"] < 3600 + 300
+    shown = powerlog("status", env={"DATABASE_URL": dsn, "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    assert "lag (events)" in shown.stdout and "lag (seconds)" in shown.stdout
+    assert re.search(r"powers\s+│\s+78\s+│\s+26\s+│\s+3,6\d\d\s+│\s+21", shown.stdout), shown.stdout
+    projections.project(db)
+    caught_up = json.loads(powerlog("status", "--json", env={"DATABASE_URL": dsn}).stdout)
+    assert all(p == {"position": 104, "lag": 0, "lag_seconds": 0.0} for p in caught_up["projectors"].values())
