@@ -14,6 +14,7 @@ from rich.text import Text
 
 from cli.context import console, err_console, migrated_database, progress_bar, say_waiting, settings
 from cli.daemons import MetricsHost, MetricsPort, StallThreshold, make_health, metrics_endpoint
+from cli.safe import printable
 
 if TYPE_CHECKING:
     from projections.projector import BatchCounts
@@ -44,7 +45,7 @@ def _refresh_view(db: Database) -> None:
             f"refreshed power_build_summary: {result.rows:,} rows in {result.duration_ms or 0:.0f} ms"
         )
     elif result.outcome == "failed":
-        err_console.print(f"warning: refreshing power_build_summary failed: {result.error}")
+        err_console.print(Text(printable(f"warning: refreshing power_build_summary failed: {result.error}")))
 
 
 def project_command(
@@ -201,8 +202,8 @@ def status_command(
         console.print(
             Text.assemble(
                 ("last import", "bold"),
-                f" {last['id']} ({last['label'] or 'no label'}, release {last['source_version']}),"
-                f" positions {last['first_position']}..{last['last_position']}",
+                printable(f" {last['id']} ({last['label'] or 'no label'}, release {last['source_version']}),")
+                + f" positions {last['first_position']}..{last['last_position']}",
             )
         )
     else:

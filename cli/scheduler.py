@@ -13,6 +13,7 @@ from rich.text import Text
 
 from cli.context import console, database, settings
 from cli.daemons import MetricsHost, MetricsPort, StallThreshold, make_health, metrics_endpoint
+from cli.safe import printable
 
 app = typer.Typer(
     help="Keep the materialized view power_build_summary fresh: refresh it (CONCURRENTLY, so readers are "
@@ -143,7 +144,7 @@ def status_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if figures["failures_since_last_ok"] and figures["last_error"]:
         rows.append(("last error", figures["last_error"]))
-    return rows
+    return [(label, printable(value)) for label, value in rows]
 
 
 @app.command(name="status")
