@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.cli import BIN
+from tests.scheduler.data import wait_until
 
 T = TypeVar("T")
 
@@ -28,15 +28,8 @@ def free_port() -> int:
 
 
 def wait_for(check: Callable[[], T], what: str, timeout: float = 60) -> T:
-    """Poll `check` until it returns something true (a state of the server or a process, never a guessed
-    time), and return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    """Poll `check` for a state of the server or a process (never a guessed time) and return it."""
+    return wait_until(check, what, timeout)
 
 
 class Daemon:
