@@ -79,7 +79,7 @@ def one(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
 
 def check(dsn: str, what: str) -> None:
     """Everything a killed-and-rerun command must leave."""
-    db = Database(settings_for(dsn, POWERLOG_PROJECT_BATCH=str(BATCH)))
+    db = Database(settings_for(dsn))
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             # Whole imports only: gap-free positions, each completed import's events exactly its range.
@@ -101,8 +101,7 @@ def check(dsn: str, what: str) -> None:
             # reads as abandoned even before the next refresh; here, after the re-run, none is running.
             assert one(conn, "SELECT count(*) FROM view_refreshes WHERE outcome = 'running'") == 0, what
             assert one(conn, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'powerlog\\_%'") == 0, what
-            position = projections.checkpoint(conn)
-            assert table_hashes(conn) == rebuilt_hashes(conn, position, BATCH), what
+        # The chain, and the read tables equal to a clean rebuild at their checkpoint (one range per import).
         report = verify(db)
         assert report.ok, (what, report)
     finally:
@@ -110,7 +109,8 @@ def check(dsn: str, what: str) -> None:
 
 
 def imported(dsn: str, *releases: Path) -> Database:
-    db = Database(settings_for(dsn, POWERLOG_IMPORT_BATCH=str(BATCH), POWERLOG_PROJECT_BATCH=str(BATCH)))
+    # Small batches for the killed processes (many fault points); the re-runs may take them whole.
+    db = Database(settings_for(dsn, POWERLOG_IMPORT_BATCH=str(BATCH)))
     for release in releases:
         run_import(db, release)
     return db
@@ -125,7 +125,8 @@ def emptied(dsn: str) -> None:
 def whole_batches(dsn: str, what: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         position = projections.checkpoint(conn)
-        assert table_hashes(conn) == rebuilt_hashes(conn, position, BATCH), f"{what}: rows at {position}"
+        # The rows of whole batches: what a rebuild up to the checkpoint gives, however it is cut in ranges.
+        assert table_hashes(conn) == rebuilt_hashes(conn, position, 10_000), f"{what}: rows at {position}"
         return position
 
 
@@ -161,14 +162,13 @@ def test_import_killed_at_20_seeded_moments(dsn: str) -> None:
 
 def test_project_killed_at_20_seeded_moments(dsn: str) -> None:
     r = rng("project")
-    imported(dsn, OLD, NEW, OLD).close()
+    db = imported(dsn, OLD, NEW, OLD)
     for kill in range(KILLS):
         point = f"project_batch:{r.randint(1, BATCHES_OF_THREE_IMPORTS)}"
         emptied(dsn)
         killed(["project"], dsn, point)
         whole_batches(dsn, f"project kill {kill} at {point}")
-        again = powerlog("project", env=env_for(dsn))
-        assert again.returncode == 0, again.stderr
+        projections.project(db)  # the re-run
         check(dsn, f"project kill {kill} at {point}")
 
 
@@ -191,7 +191,7 @@ def kill_follower_woken_by_an_import(
 
 
 def rerun_follower(dsn: str, log_path: Path) -> None:
-    rerun = Daemon(["project", "--follow", "--poll", "600"], env_for(dsn), log_path)
+    rerun = Daemon(["project", "--follow", "--poll", "600"], {"DATABASE_URL": dsn}, log_path)
     try:
         wait_for(lambda: caught_up(dsn, rerun), "the re-run follower to catch up")
         assert rerun.stop() == 0
