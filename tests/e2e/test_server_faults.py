@@ -28,7 +28,7 @@ from tests.e2e.cli import powerlog
 from tests.e2e.daemons import Daemon, free_port, wait_for
 from tests.servers import PrivateServer, private_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 __all__ = ["private_server"]  # the fixture, used by name
 
