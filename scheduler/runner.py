@@ -93,7 +93,7 @@ class Ticker:
         source = max(source, result.source_position or 0)
         m.source_position.set(source)
         m.refreshed_position.set(refreshed)
-        m.lag_events.set(max(0, source - refreshed) if result.outcome != "skipped" else 0)
+        m.lag_events.set(max(0, source - refreshed))
         if result.outcome == "failed":
             self._failed(result.error or "the refresh failed")
         else:

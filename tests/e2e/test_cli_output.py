@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -100,8 +101,18 @@ def test_an_export_whose_path_is_not_utf8_imports_and_its_path_prints_escaped(
 
 @pytest.mark.parametrize("point", ["after_batch:2", "before_commit"])
 def test_ctrl_c_in_an_import_says_nothing_was_written(dsn: str, point: str) -> None:
-    env = {"DATABASE_URL": dsn, "POWERLOG_IMPORT_BATCH": "10", FAULT_ENV: point, SIGNAL_ENV: "INT"}
-    result = powerlog("import", str(OLD), env=env)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"DATABASE_URL": dsn, "POWERLOG_IMPORT_BATCH": "10", FAULT_ENV: point, SIGNAL_ENV: "INT"})
+    # As from a terminal: a test run in the background inherits SIGINT ignored, and Python keeps it so.
+    result = subprocess.run(
+        [str(BIN), "import", str(OLD)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert result.returncode == 130, result.stderr
     assert "fault_injected" in result.stderr  # the SIGINT came where it was meant to
     assert said(result.stderr) == ["interrupted: the import was rolled back; nothing was written to the log"]
