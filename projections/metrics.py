@@ -67,6 +67,12 @@ class Health:
         return healthy, body
 
 
+def _reconnects(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "powerlog_reconnects", "Times this daemon got its database connection back", registry=registry
+    )
+
+
 class FollowerMetrics:
     """What `project --follow` reports."""
 
@@ -94,9 +100,7 @@ class FollowerMetrics:
             "Events this follower applied to the read tables",
             registry=r,
         )
-        self.reconnects = Counter(
-            "powerlog_reconnects", "Times this daemon got its database connection back", registry=r
-        )
+        self.reconnects = _reconnects(r)
         self.state = Enum(
             "powerlog_follower_state", "What the follower is doing", states=list(FOLLOWER_STATES), registry=r
         )
@@ -144,9 +148,7 @@ class SchedulerMetrics:
             "Log positions the source tables are ahead of the view (0 when fresh)",
             registry=r,
         )
-        self.reconnects = Counter(
-            "powerlog_reconnects", "Times this daemon got its database connection back", registry=r
-        )
+        self.reconnects = _reconnects(r)
         self.state = Enum(
             "powerlog_scheduler_state",
             "What the scheduler is doing",
