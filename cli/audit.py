@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from cli.context import console, migrated_database
+from cli.safe import shown, utf8_text
 from events.mids import Kind
 
 if TYPE_CHECKING:
@@ -41,7 +41,10 @@ def _release(ref: ImportRef) -> str:
 
 def history_command(
     kind: Annotated[Kind, typer.Argument(help="The entity's kind.")],
-    key: Annotated[str, typer.Argument(help="Its natural key, e.g. Blaster_Ranged.Fire_Blast.Flares.")],
+    key: Annotated[
+        str,
+        typer.Argument(help="Its natural key, e.g. Blaster_Ranged.Fire_Blast.Flares.", callback=utf8_text),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """Every event of one entity, with its import; for changes, each path's old and new value."""
@@ -53,12 +56,12 @@ def history_command(
     if as_json:
         _echo_json({"kind": kind, "key": key, "events": [e.as_dict() for e in entries]})
         return
-    console.print(f"[bold]{kind} {escape(key)}[/]: {len(entries)} event(s)")
+    console.print(f"[bold]{kind} {shown(key)}[/]: {len(entries)} event(s)")
     for e in entries:
         what = f"{e.event_type} (v{e.stream_version}) at position {e.position}, {_release(e.import_ref)}"
         if e.changes:
             what += f": {len(e.changes)} path(s) changed"
-        console.print(escape(what), highlight=False)
+        console.print(shown(what), highlight=False)
         if not e.changes:
             continue
         table = Table(box=None, padding=(0, 2, 0, 4), show_edge=False)
@@ -66,9 +69,9 @@ def history_command(
             table.add_column(col, overflow="fold")
         for c in e.changes:
             table.add_row(
-                escape(c.path),
-                escape(_short(c.old)) if c.had_old else "—",
-                escape(_short(c.new)) if c.has_new else "—",
+                shown(c.path),
+                shown(_short(c.old)) if c.had_old else "—",
+                shown(_short(c.new)) if c.has_new else "—",
             )
         console.print(table)
 
@@ -79,7 +82,11 @@ def diff_command(
     kind: Annotated[Kind | None, typer.Option("--kind", help="Only this kind.")] = None,
     key_like: Annotated[
         str | None,
-        typer.Option("--key-like", help="Only keys matching this SQL LIKE pattern, e.g. 'Blaster%'."),
+        typer.Option(
+            "--key-like",
+            help="Only keys matching this SQL LIKE pattern, e.g. 'Blaster%'.",
+            callback=utf8_text,
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
@@ -97,7 +104,7 @@ def diff_command(
         _echo_json(result.as_dict())
         return
     a, b = ImportRef.of(result.before), ImportRef.of(result.after)
-    table = Table(title=escape(f"{_release(a)} → {_release(b)}"))
+    table = Table(title=shown(f"{_release(a)} → {_release(b)}"))
     table.add_column("kind")
     for col in ("added", "changed", "removed", "unchanged"):
         table.add_column(col, justify="right")
@@ -106,23 +113,23 @@ def diff_command(
     console.print(table)
     for k, d in result.kinds.items():
         if d.fields:
-            shown = list(d.fields.items())[:MAX_FIELDS_SHOWN]
-            more = len(d.fields) - len(shown)
-            text = ", ".join(f"{f or '(whole record)'} {n:,}" for f, n in shown)
+            listed_fields = list(d.fields.items())[:MAX_FIELDS_SHOWN]
+            more = len(d.fields) - len(listed_fields)
+            text = ", ".join(f"{f or '(whole record)'} {n:,}" for f, n in listed_fields)
             console.print(
-                escape(f"{k}: fields changed among {d.changed:,} changed: {text}")
+                shown(f"{k}: fields changed among {d.changed:,} changed: {text}")
                 + (f" and {more} more field(s)" if more else ""),
                 highlight=False,
             )
         for what, keys in (("added", d.added_keys), ("removed", d.removed_keys)):
             if keys:
                 listed = ", ".join(keys[:MAX_KEYS_SHOWN]) + (" …" if len(keys) > MAX_KEYS_SHOWN else "")
-                console.print(escape(f"{k} {what}: {listed}"), highlight=False)
+                console.print(shown(f"{k} {what}: {listed}"), highlight=False)
 
 
 def replay_command(
     as_of: Annotated[int, typer.Option("--as-of", help="Import id: build the tables as they were after it.")],
-    schema: Annotated[str, typer.Option("--schema", help="Schema to build them in.")],
+    schema: Annotated[str, typer.Option("--schema", help="Schema to build them in.", callback=utf8_text)],
     replace: Annotated[
         bool, typer.Option("--replace", help="Drop and rebuild SCHEMA if it already exists.")
     ] = False,
@@ -149,7 +156,7 @@ def replay_command(
             }
         )
         return
-    table = Table(title=escape(f"schema {schema}: as after import {as_of} (position {counts.position})"))
+    table = Table(title=shown(f"schema {schema}: as after import {as_of} (position {counts.position})"))
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, n in rows.items():
@@ -184,7 +191,7 @@ def export_command(
     if as_json:
         _echo_json(result.as_dict())
         return
-    table = Table(title=escape(f"export of import {as_of} (position {result.position}) to {result.out}"))
+    table = Table(title=shown(f"export of import {as_of} (position {result.position}) to {result.out}"))
     table.add_column("kind")
     table.add_column("records", justify="right")
     for k, n in result.records.items():
@@ -240,12 +247,12 @@ def _print_report(report: VerifyReport) -> None:
         assert report.chain_head is not None
         console.print(f"chain: {ok}, {report.chain_head.position:,} events, head {report.chain_head}")
     else:
-        console.print(f"chain: {bad}: {escape(str(report.chain_error))}")
+        console.print(f"chain: {bad}: {shown(str(report.chain_error))}")
     if report.kept_head is not None:
-        status = ok if report.head_error is None else f"{bad}: {escape(str(report.head_error))}"
+        status = ok if report.head_error is None else f"{bad}: {shown(str(report.head_error))}"
         console.print(f"kept head {report.kept_head}: {status}")
     if report.rebuild_error is not None:
-        console.print(f"rebuild at position {report.checkpoint}: {bad}: {escape(report.rebuild_error)}")
+        console.print(f"rebuild at position {report.checkpoint}: {bad}: {shown(report.rebuild_error)}")
     else:
         differ = [t.table for t in report.tables if not t.ok]
         status = ok if not differ else f"{bad}: differ: {', '.join(differ)}"

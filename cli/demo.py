@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
 
     from store.connection import Database
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+# Package data (samples/ of the checkout, through the symlink cli/demo-samples): there in a wheel too.
+SAMPLES = Path(str(importlib.resources.files("cli").joinpath("demo-samples")))
 RELEASES = ("mids-20.1224", "mids-21.0331")
 DEMO_DATABASE = "powerlog_demo"
 
@@ -47,7 +49,7 @@ def demo() -> None:
     missing = [r for r in RELEASES if not (SAMPLES / r / "I12.json").exists()]
     if missing:
         raise PowerlogError(
-            f"the demo's sample releases are not at {SAMPLES} (run it from a checkout of powerlog)"
+            f"the demo's sample releases are not at {SAMPLES}: reinstall powerlog (they ship inside it)"
         )
     console.print("[bold]powerlog demo[/]: embedded PostgreSQL under " + str(settings().home / "pgdata"))
     db = _fresh_demo_database()

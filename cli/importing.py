@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.context import console, err_console, migrated_database, progress_bar, say_waiting
+from cli.safe import printable, utf8_text
 
 if TYPE_CHECKING:
     from importer.run import ImportResult
@@ -37,7 +38,8 @@ def import_command(
         typer.Argument(help="The export: a directory, .zip or .tar.gz holding I12.json, EnhDB.json and db/."),
     ],
     label: Annotated[
-        str | None, typer.Option(help="A name for this import, shown by history and status.")
+        str | None,
+        typer.Option(help="A name for this import, shown by history and status.", callback=utf8_text),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
@@ -54,6 +56,7 @@ def import_command(
     Re-importing an unchanged export appends nothing. Bad input stops the import with the file, the
     JSON path and what was expected; nothing is written but a record of the failed attempt.
     """
+    from importer.errors import ImportInterrupted
     from importer.run import run_import
 
     db = migrated_database()
@@ -74,23 +77,32 @@ def import_command(
                 description=p.file[-40:],
             )
 
-        result = run_import(
-            db,
-            path,
-            label=label,
-            dry_run=dry_run,
-            strict=strict,
-            wait=not no_wait,
-            on_progress=progress,
-            on_wait=lambda holder: say_waiting("another import is running", holder),
-        )
+        try:
+            result = run_import(
+                db,
+                path,
+                label=label,
+                dry_run=dry_run,
+                strict=strict,
+                wait=not no_wait,
+                on_progress=progress,
+                on_wait=lambda holder: say_waiting("another import is running", holder),
+            )
+        except ImportInterrupted as exc:
+            err_console.print(Text(str(exc)))
+            raise typer.Exit(130) from None
     console.print(summary_table(result))
     for w in result.warnings:
         err_console.print(
-            Text(f"warning: duplicate {w['kind']} key {w['key']!r}: kept {w['first']}, skipped {w['second']}")
+            Text(
+                printable(
+                    f"warning: duplicate {w['kind']} key {w['key']!r}: kept {w['first']}, skipped {w['second']}"
+                )
+            )
         )
     header = result.header
-    release = f"{header.version} ({header.date}, issue {header.issue})" if header else "?"
+    # From the export's own header: shown as text, never as markup or terminal codes.
+    release = printable(f"{header.version} ({header.date}, issue {header.issue})") if header else "?"
     if result.dry_run:
         console.print(f"dry run of release {release}: {result.events:,} events would be appended")
     elif result.no_changes:

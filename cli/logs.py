@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from cli.safe import printable
 from store.server import redact
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -31,6 +32,14 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     for key, value in event_dict.items():
         if isinstance(value, str):
             event_dict[key] = redact(value)
+    return event_dict
+
+
+def _printable(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # On a terminal, a value quoting a label or a file name must not restyle it (JSON escapes them itself).
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = printable(value)
     return event_dict
 
 
@@ -62,6 +71,7 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
     finish: list[Any] = [structlog.processors.format_exc_info, _redact, renderer]
     if not json:
         finish.insert(0, _not_said_twice)
+        finish.insert(-1, _printable)
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[*shared, *finish],

@@ -80,12 +80,15 @@ def run() -> None:
         err_console.print("interrupted")
         sys.exit(130)
     except Exception as exc:
+        from cli.safe import printable
         from events.errors import PowerlogError
         from store.server import redact
 
         if isinstance(exc, PowerlogError):
             # Text, not markup: a file name or JSON path may hold brackets.
-            err_console.print(Text.assemble(("error: ", "bold red"), redact(str(exc))), highlight=False)
+            err_console.print(
+                Text.assemble(("error: ", "bold red"), printable(redact(str(exc)))), highlight=False
+            )
             sys.exit(1)
         # A driver error is unexpected at this level (expected failures are PowerlogErrors), but still one
         # line, no traceback. psycopg is loaded by then if the command reached the database.
@@ -93,5 +96,7 @@ def run() -> None:
         if psycopg is None or not isinstance(exc, psycopg.Error):
             raise
         detail = " ".join(str(exc).split())
-        err_console.print(Text.assemble(("database error: ", "bold red"), redact(detail)), highlight=False)
+        err_console.print(
+            Text.assemble(("database error: ", "bold red"), printable(redact(detail))), highlight=False
+        )
         sys.exit(1)

@@ -13,6 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.context import console, err_console, migrated_database, progress_bar, say_waiting, settings
+from cli.daemons import MetricsHost, MetricsPort, StallThreshold, make_health, metrics_endpoint
+from cli.safe import printable
 
 if TYPE_CHECKING:
     from projections.projector import BatchCounts
@@ -43,7 +45,7 @@ def _refresh_view(db: Database) -> None:
             f"refreshed power_build_summary: {result.rows:,} rows in {result.duration_ms or 0:.0f} ms"
         )
     elif result.outcome == "failed":
-        err_console.print(f"warning: refreshing power_build_summary failed: {result.error}")
+        err_console.print(Text(printable(f"warning: refreshing power_build_summary failed: {result.error}")))
 
 
 def project_command(
@@ -57,10 +59,17 @@ def project_command(
     poll: Annotated[
         float, typer.Option(help="With --follow: seconds between checks if no notification comes.")
     ] = 5.0,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "0.0.0.0",
+    stall_threshold: StallThreshold = None,
 ) -> None:
     """Bring the read tables up to the log's head (each batch and its checkpoint commit together), then
-    refresh power_build_summary if it is stale. --follow wakes on each import; Ctrl-C or SIGTERM stops it."""
+    refresh power_build_summary if it is stale. --follow wakes on each import; Ctrl-C or SIGTERM stops it.
+
+    With --follow it outlives server restarts (reconnecting with backoff), pauses while a rebuild runs,
+    and keeps running, saying so, at an event it cannot apply."""
     import projections
+    from projections.metrics import FollowerMetrics
 
     db = migrated_database()
     if follow:
@@ -72,10 +81,14 @@ def project_command(
             if counts.changed_tables:
                 _refresh_view(db)
 
-        console.print("following the log (Ctrl-C to stop)")
-        projections.follow(db, stop, poll_s=poll, on_round=on_round)
+        metrics, health = FollowerMetrics(), make_health(stall_threshold)
+        with metrics_endpoint(metrics.registry, health, metrics_port, metrics_host):
+            console.print("following the log (Ctrl-C to stop)")
+            projections.follow(db, stop, poll_s=poll, on_round=on_round, metrics=metrics, health=health)
         console.print("stopped")
         return
+    if metrics_port:
+        raise typer.BadParameter("only with --follow", param_hint="--metrics-port")
     with progress_bar("projecting", "positions") as update:
         counts = projections.project(
             db, wait=not no_wait, on_batch=_bar_updater(update), on_wait=_say_waiting
@@ -140,10 +153,21 @@ def gather_status(db: Database) -> dict[str, Any]:
         counts = schema_rows(conn, LIVE_SCHEMA)
         failed = imports.failed_count(conn)
         view = scheduler.status(conn)
+        # Lag in seconds: how long the oldest event a projector has not applied has been in the log.
+        waiting = {
+            pos: log.seconds_waiting_after(conn, pos) for pos in set(cps.values()) if pos < head.position
+        }
     return {
         "database": db.describe(),
         "log": {"head_position": head.position, "head_chain_hash": head.chain_hash.hex(), "head": str(head)},
-        "projectors": {name: {"position": pos, "lag": head.position - pos} for name, pos in cps.items()},
+        "projectors": {
+            name: {
+                "position": pos,
+                "lag": head.position - pos,
+                "lag_seconds": round(waiting.get(pos, 0.0), 3),
+            }
+            for name, pos in cps.items()
+        },
         "rows": counts,
         "last_import": None
         if last is None
@@ -178,17 +202,19 @@ def status_command(
         console.print(
             Text.assemble(
                 ("last import", "bold"),
-                f" {last['id']} ({last['label'] or 'no label'}, release {last['source_version']}),"
-                f" positions {last['first_position']}..{last['last_position']}",
+                printable(f" {last['id']} ({last['label'] or 'no label'}, release {last['source_version']}),")
+                + f" positions {last['first_position']}..{last['last_position']}",
             )
         )
     else:
         console.print(Text.assemble(("last import", "bold"), " none yet: `powerlog import PATH`"))
     table = Table(title="projectors")
-    for col in ("table", "position", "lag", "rows"):
+    for col in ("table", "position", "lag (events)", "lag (seconds)", "rows"):
         table.add_column(col, justify="left" if col == "table" else "right")
     for name, p in st["projectors"].items():
-        table.add_row(name, str(p["position"]), str(p["lag"]), f"{st['rows'][name]:,}")
+        table.add_row(
+            name, str(p["position"]), f"{p['lag']:,}", f"{p['lag_seconds']:,.0f}", f"{st['rows'][name]:,}"
+        )
     console.print(table)
     view = Table(title=f"power_build_summary: {st['rows']['power_build_summary']:,} rows", show_header=False)
     for label, value in status_rows(st["view"]):

@@ -12,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.context import console, database, settings
+from cli.daemons import MetricsHost, MetricsPort, StallThreshold, make_health, metrics_endpoint
+from cli.safe import printable
 
 app = typer.Typer(
     help="Keep the materialized view power_build_summary fresh: refresh it (CONCURRENTLY, so readers are "
@@ -48,18 +50,27 @@ def run(
             show_default=False,
         ),
     ] = None,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "0.0.0.0",
+    stall_threshold: StallThreshold = None,
 ) -> None:
     """Run the refresh scheduler in the foreground; SIGTERM or Ctrl-C stop it after the running refresh.
 
     Schedulers on several hosts may share a database: only the lock holder refreshes, the others skip.
 
-    Every refresh is recorded in view_refreshes (see `powerlog scheduler status`).
+    Every refresh is recorded in view_refreshes (see `powerlog scheduler status`). A server restart is
+    outlived: ticks wait a growing time (at most 30 s) between attempts to reach it again.
     """
     import scheduler
+    from projections.metrics import SchedulerMetrics
 
     interval_s = interval if interval is not None else settings().refresh_interval_s
     grace_s = misfire_grace if misfire_grace is not None else interval_s
-    scheduler.run_forever(database(), interval_s, max(1, math.ceil(grace_s)))
+    db = database()
+    metrics, health = SchedulerMetrics(), make_health(stall_threshold)
+    with metrics_endpoint(metrics.registry, health, metrics_port, metrics_host):
+        ticker = scheduler.Ticker(db, metrics, health)
+        scheduler.run_forever(db, interval_s, max(1, math.ceil(grace_s)), ticker)
 
 
 def refresh_command(
@@ -133,7 +144,7 @@ def status_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if figures["failures_since_last_ok"] and figures["last_error"]:
         rows.append(("last error", figures["last_error"]))
-    return rows
+    return [(label, printable(value)) for label, value in rows]
 
 
 @app.command(name="status")

@@ -3,6 +3,10 @@
 from events.errors import PowerlogError
 
 
+class ImportInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) stopped an import before it committed: nothing of it was written."""
+
+
 class ImportInputError(PowerlogError):
     """The export is not what powerlog expects: names the file, where in it, and what was expected."""
 

@@ -13,7 +13,7 @@ import psycopg
 import structlog
 
 from importer.diff import Differ, empty_counts
-from importer.errors import ImportInputError
+from importer.errors import ImportInputError, ImportInterrupted
 from importer.limits import ReadLimits
 from importer.source import ExportHeader, ExportReader, read_export
 from store import faults, imports, locks, log
@@ -52,6 +52,7 @@ class ImportResult:
     shortcut: bool = False
     """Whether the export was recognised by its content hash as the last import, without parsing it."""
     started: float = field(default_factory=time.perf_counter)
+    committed: bool = False
 
     @property
     def events(self) -> int:
@@ -60,6 +61,15 @@ class ImportResult:
     @property
     def no_changes(self) -> bool:
         return self.events == 0
+
+
+def _utf8(text: str) -> str:
+    """A file name need not be UTF-8 (Python keeps its stray bytes as lone surrogates), but the database
+    takes only UTF-8: such bytes are stored as \\xNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _fetch_records(conn: psycopg.Connection[Any]) -> Callable[[list[str]], dict[str, bytes]]:
@@ -84,6 +94,7 @@ def run_import(
     is written. A concurrent import is waited for (or `LockBusy` with `wait=False`).
     """
     source_path = str(Path(path).resolve()) if Path(path).exists() else str(path)
+    source_path = _utf8(source_path)
     limits = limits or ReadLimits(max_total_bytes=db.settings.max_export_bytes)
     meta = ImportMeta(source_path=source_path, label=label)
     result = ImportResult(source_path, None, None, empty_counts(), [], dry_run)
@@ -92,10 +103,16 @@ def run_import(
         with db.connect() as conn:
             try:
                 _run(conn, db, path, meta, result, strict, wait, limits, on_progress, on_wait)
+            except KeyboardInterrupt:
+                if result.committed:
+                    raise
+                raise ImportInterrupted(
+                    "interrupted: the import was rolled back; nothing was written to the log"
+                ) from None
             except (ImportInputError, ConcurrencyError) as exc:
                 conn.rollback()
                 if not dry_run:
-                    failed = imports.record_failure(db, meta, [str(exc)], result.warnings)
+                    failed = imports.record_failure(db, meta, [_utf8(str(exc))], result.warnings)
                     logger.error("import_failed", import_id=failed, error=str(exc))
                 raise
     finally:
@@ -213,6 +230,7 @@ def _finish(conn: psycopg.Connection[Any], meta: ImportMeta, result: ImportResul
     )
     faults.point("before_commit")
     conn.commit()
+    result.committed = True
     logger.info(
         "import_completed",
         import_id=result.import_id,

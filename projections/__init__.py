@@ -1,16 +1,20 @@
 """Projections: the read tables and `power_build_summary`, from the log, exactly once."""
 
+from projections.follow import Follower, Lag, follow, lag
 from projections.projector import PROJECTORS, BatchCounts, catch_up, checkpoint, checkpoints
-from projections.runner import ReplayError, follow, project, rebuild, replay
+from projections.runner import ReplayError, project, rebuild, replay
 
 __all__ = [
     "PROJECTORS",
     "BatchCounts",
+    "Follower",
+    "Lag",
     "ReplayError",
     "catch_up",
     "checkpoint",
     "checkpoints",
     "follow",
+    "lag",
     "project",
     "rebuild",
     "replay",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,9 +16,8 @@ from events.errors import PowerlogError
 from projections import ddl
 from projections.projector import BatchCounts, catch_up, checkpoint
 from projections.tables import LIVE_SCHEMA, history_table
-from store import imports, locks
+from store import faults, imports, locks
 from store.connection import Database
-from store.log import NOTIFY_CHANNEL, head
 
 log = structlog.get_logger(__name__)
 
@@ -57,33 +55,6 @@ def project(
         counts = catch_up(conn, LIVE_SCHEMA, range_size=db.settings.project_batch, on_batch=on_batch)
     log.info("projected", events=counts.events, position=counts.position, batches=counts.batches)
     return counts
-
-
-def follow(
-    db: Database,
-    stop: threading.Event,
-    poll_s: float = 5.0,
-    on_round: Callable[[BatchCounts, int], None] | None = None,
-) -> None:
-    """Project, then wait for NOTIFY (or `poll_s` at most) and project again, until `stop` is set."""
-    with (
-        db.connect(autocommit=True) as conn,
-        db.connect(autocommit=True) as listener,
-        _projector_lock(db, conn, True, None),
-    ):
-        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
-        while not stop.is_set():
-            counts = catch_up(conn, LIVE_SCHEMA, range_size=db.settings.project_batch)
-            position = head(conn).position
-            lag = position - counts.position
-            log.info("follow_round", applied=counts.events, position=counts.position, head=position, lag=lag)
-            if on_round:
-                on_round(counts, lag)
-            # Wake on the first notification, or after poll_s in case one was missed.
-            deadline = time.monotonic() + poll_s
-            while not stop.is_set() and time.monotonic() < deadline:
-                if any(True for _ in listener.notifies(timeout=min(0.5, poll_s), stop_after=1)):
-                    break
 
 
 @dataclass
@@ -133,6 +104,7 @@ def rebuild(
         counts.events += more.events
         counts.position = checkpoint(conn, SHADOW_SCHEMA)
         _finish(conn, SHADOW_SCHEMA)
+        faults.point("rebuild_built")
         swap_start = time.perf_counter()
         with conn.transaction():
             # Readers block for the length of this transaction only, then see the new tables.
@@ -143,6 +115,7 @@ def rebuild(
             ddl.move_all(conn, SHADOW_SCHEMA, LIVE_SCHEMA)
             ddl.drop_schema(conn, RETIRED_SCHEMA)
             ddl.drop_schema(conn, SHADOW_SCHEMA)
+            faults.point("rebuild_swap")
         swap_ms = (time.perf_counter() - swap_start) * 1000
     seconds = time.perf_counter() - started
     log.info(

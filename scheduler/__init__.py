@@ -1,7 +1,7 @@
 """Keeps the materialized view `power_build_summary` fresh: concurrent refreshes, one at a time everywhere."""
 
 from projections.tables import VIEW
-from scheduler.runner import JOB_ID, build_scheduler, refresh_job, run_forever
+from scheduler.runner import JOB_ID, Ticker, build_scheduler, refresh_job, run_forever
 from scheduler.view import (
     SOURCE_PROJECTORS,
     RefreshFailed,
@@ -24,6 +24,7 @@ __all__ = [
     "RefreshFailed",
     "RefreshRecord",
     "RefreshResult",
+    "Ticker",
     "build_scheduler",
     "history",
     "is_populated",

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 from events.errors import PowerlogError
 from projections.tables import CHECKPOINTS, VIEW
-from store import locks
+from store import faults, locks
 from store.backend import lower_priority
 from store.connection import Database
 from store.errors import SchemaError
@@ -264,6 +264,7 @@ def _refresh_locked(db: Database, conn: Conn, if_stale: bool, concurrently: bool
         ).fetchone()
         assert row is not None
         refresh_id = int(row[0])
+    faults.point("refresh_running")
     return _run(db, conn, refresh_id, mode, position)
 
 

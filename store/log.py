@@ -139,6 +139,16 @@ def head(conn: psycopg.Connection[Any]) -> Head:
     return Head(0, GENESIS) if row is None else Head(int(row[0]), bytes(row[1]))
 
 
+def seconds_waiting_after(conn: psycopg.Connection[Any], position: int) -> float:
+    """How long the first event past `position` has been in the log (seconds, by the server's clock), or 0
+    when there is none: the lag in time of a reader that has applied everything up to `position`."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM clock_timestamp() - recorded_at) FROM events WHERE global_position = %s",
+        (position + 1,),
+    ).fetchone()
+    return max(0.0, float(row[0])) if row else 0.0
+
+
 def append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[Pending]) -> Appended | None:
     """Append a batch in the caller's transaction, which must hold `store.locks.LOG`; None for an empty batch.
 

@@ -71,6 +71,8 @@ class Settings:
     """`POWERLOG_PROJECT_BATCH`: log positions applied per projection transaction."""
     view_refresh: str
     """`POWERLOG_VIEW_REFRESH`: "project" (`powerlog project` refreshes the view) or "scheduler"."""
+    stall_threshold_s: float = 300.0
+    """`POWERLOG_STALL_THRESHOLD`: seconds a daemon may be stalled or disconnected before /healthz fails."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -98,4 +100,5 @@ class Settings:
             import_batch=_int(env, "POWERLOG_IMPORT_BATCH", 5000),
             project_batch=_int(env, "POWERLOG_PROJECT_BATCH", 10_000),
             view_refresh=_choice(env, "POWERLOG_VIEW_REFRESH", ("project", "scheduler")),
+            stall_threshold_s=_float(env, "POWERLOG_STALL_THRESHOLD", 300.0),
         )

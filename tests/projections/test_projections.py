@@ -259,7 +259,7 @@ def test_status_json(dsn: str) -> None:
     st = json.loads(result.stdout)
     head = st["log"]["head_position"]
     assert head > 0 and st["log"]["head"].startswith(f"{head}:")
-    assert all(p == {"position": head, "lag": 0} for p in st["projectors"].values())
+    assert all(p == {"position": head, "lag": 0, "lag_seconds": 0.0} for p in st["projectors"].values())
     assert st["rows"]["powers"] == 21
     assert st["last_import"]["id"] == 1 and st["last_import"]["head"] == st["log"]["head"]
     assert st["view"]["stale"] is True

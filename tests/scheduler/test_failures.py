@@ -79,8 +79,8 @@ def test_unreachable_server_is_logged_and_not_raised_by_the_job() -> None:
     with capture_logs() as logs:
         assert scheduler.refresh_job(db) is None
     [entry] = logs
-    assert entry["event"] == "refresh_tick_failed"
-    assert "cannot connect to PostgreSQL" in entry["error"] and "pw-xyz" not in entry["error"]
+    assert (entry["event"], entry["log_level"], entry["attempt"]) == ("scheduler_reconnecting", "warning", 1)
+    assert "cannot connect to PostgreSQL" in entry["reason"] and "pw-xyz" not in entry["reason"]
 
 
 def test_error_text_is_one_line_without_the_password() -> None:
