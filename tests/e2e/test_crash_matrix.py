@@ -28,7 +28,7 @@ import scheduler
 from importer.run import run_import
 from projections.audit import rebuilt_hashes, verify
 from projections.fingerprint import table_hashes
-from projections.tables import READ_TABLES
+from projections.tables import HISTORY_TABLES, READ_TABLES
 from store.connection import Database
 from store.faults import ENV as FAULT_ENV
 from tests.conftest import SAMPLES, settings_for
@@ -117,9 +117,9 @@ def imported(dsn: str, *releases: Path) -> Database:
 
 
 def emptied(dsn: str) -> None:
-    """Read tables and checkpoints emptied, so a projector has the whole log to apply again."""
+    """Read tables, their history and checkpoints emptied, so a projector has the whole log to apply again."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(READ_TABLES)}, projection_checkpoints")
+        conn.execute(f"TRUNCATE {', '.join((*READ_TABLES, *HISTORY_TABLES))}, projection_checkpoints")
 
 
 def whole_batches(dsn: str, what: str) -> int:
