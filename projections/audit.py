@@ -12,7 +12,7 @@ from psycopg import sql
 
 from events.errors import PowerlogError
 from projections import ddl
-from projections.fingerprint import fingerprint, table_hashes
+from projections.fingerprint import comparable, table_hashes
 from projections.projector import catch_up, checkpoint
 from projections.tables import LIVE_SCHEMA, READ_TABLES, VIEW
 from store import imports, log
@@ -134,7 +134,9 @@ def _live_snapshot(
         hashes = table_hashes(conn, LIVE_SCHEMA)
         row = imports.ending_at(conn, position)
         check = (
-            None if row is None else FingerprintCheck(row.id, row.fingerprint, fingerprint(conn, LIVE_SCHEMA))
+            None
+            if row is None
+            else FingerprintCheck(row.id, row.fingerprint, comparable(conn, row.fingerprint, LIVE_SCHEMA))
         )
     return position, hashes, check
 

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from events import apply
 from projections import temporal
-from projections.fingerprint import fingerprint
+from projections.fingerprint import after_import
 from projections.kinds import SPECS, TableSpec
 from projections.tables import CHECKPOINTS, LIVE_SCHEMA
 from store import faults, imports
@@ -261,7 +261,7 @@ def catch_up(
         with conn.transaction():
             apply_range(conn, schema, position, end, counts)
             if schema == LIVE_SCHEMA and end in boundaries:
-                imports.set_fingerprint(conn, boundaries[end], fingerprint(conn, schema))
+                imports.set_fingerprint(conn, boundaries[end], after_import(conn, schema, boundaries[end]))
             faults.point("project_batch", counts.batches)
         position = end
         log.debug("projection_batch", schema=schema, position=position, target=target, events=counts.events)
