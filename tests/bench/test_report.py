@@ -1,0 +1,140 @@
+"""bench/report.py: the targets table of docs/benchmarks.md from a tiny run's results, exactly (no database)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _report() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_report", REPO / "bench" / "report.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _step(seconds: float, rss: float) -> dict[str, float]:
+    return {"seconds": seconds, "peak_rss_mb": rss}
+
+
+def _scale(scale: int, rss: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "scale": scale,
+        "powers": 3046 * scale,
+        "source_mb": round(67.6 * scale, 1),
+        "steps": {
+            "first import": _step(9.0 * scale, rss),
+            "project (incremental)": _step(2.0 * scale, 90),
+            "rebuild": _step(4.0 * scale, 100),
+        },
+        **extra,
+    }
+
+
+def _write(results: Path) -> None:
+    results.mkdir()
+    main = {
+        "name": "tiny",
+        "label": "a fixture",
+        "server_version": "15.20 (Debian)",
+        "source": "mids-21.0331",
+        "seed": 1,
+        "date": "2026-11-30",
+        "machine": {"nproc": 2, "ram_gb": 8.0, "cpu": "Test CPU"},
+        "packages": {
+            "psycopg": "3.3.9",
+            "SQLAlchemy": "2.1.9",
+            "msgspec": "0.23.0",
+            "eventsourcing": "9.5.6",
+        },
+        "scales": [
+            _scale(
+                3,
+                320,
+                import_ceiling={"seconds": 9.0},
+                rebuild_ceiling={"seconds": 11.0},
+                ratios={"first_import_vs_ceiling": 0.333, "rebuild_vs_ceiling": 0.917},
+            ),
+            _scale(
+                1,
+                250,
+                ratios={"no-change re-import (shortcut) vs first": 0.1, "append_vs_peer": 1.5},
+            ),
+        ],
+    }
+    (results / "run-tiny.json").write_text(json.dumps(main))
+    failed = {**main, "scales": [{**_scale(30, 280), "failed": "powerlog project failed (1): out of memory"}]}
+    (results / "run-tiny-s30.json").write_text(json.dumps(failed))
+    (results / "run-tinyother.json").write_text(json.dumps({**main, "scales": [_scale(10, 1)]}))
+    (results / "growth-visible-tiny.json").write_text(
+        json.dumps(
+            {
+                "scale": 1,
+                "releases": 3,
+                "tables_ms": [500, 700, 900],
+                "tables_p50_ms": 700,
+                "tables_p99_ms": 900,
+                "view_p50_ms": 1000,
+                "view_p99_ms": 1500,
+            }
+        )
+    )
+
+
+def test_targets_table(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _write(results)
+    out = tmp_path / "docs" / "benchmarks.md"
+    _report().main(["--run", "tiny", "--results", str(results), "--out", str(out), "--no-plot"])
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    targets = rows[
+        1 : rows.index("| scale | powers | source MB | step | seconds | peak RSS MB | ceiling s |")
+    ]
+    assert targets == [
+        "| 1 | peak RSS, first import | 250 MB | <= 300 MB | met |",
+        "| 1 | peak RSS, project (incremental) | 90 MB | <= 300 MB | met |",
+        "| 1 | peak RSS, rebuild | 100 MB | <= 300 MB | met |",
+        "| 1 | no-change re-import (shortcut) / first import | 10% | <= 15% | met |",
+        "| 1 | append / eventsourcing (events/s ratio) | 1.50 | >= 2.0 | **missed** |",
+        "| 3 | peak RSS, first import | 320 MB | <= 300 MB | **missed** |",
+        "| 3 | peak RSS, project (incremental) | 90 MB | <= 300 MB | met |",
+        "| 3 | peak RSS, rebuild | 100 MB | <= 300 MB | met |",
+        "| 3 | first import / bare COPY (time ratio) | 0.33 | >= 0.3 | met |",
+        "| 3 | rebuild / comparable-work ceiling | 0.92 | >= 0.8 | met |",
+        "| 30 | peak RSS, first import | 280 MB | <= 300 MB | met |",
+        "| 30 | peak RSS, project (incremental) | 90 MB | <= 300 MB | met |",
+        "| 30 | peak RSS, rebuild | 100 MB | <= 300 MB | met |",
+        "| 30 | run | failed: powerlog project failed (1): out of memory | every step runs | **missed** |",
+        "| 1 → 30 | peak RSS growth, first import | 1.12x | < 1.3x (1 → 120) | met |",
+        "| 1 → 30 | peak RSS growth, project (incremental) | 1.00x | < 1.3x (1 → 120) | met |",
+        "| 1 → 30 | peak RSS growth, rebuild | 1.00x | < 1.3x (1 → 120) | met |",
+        "| 1 | import commit → read tables visible (follow), p99 of 3 | 0.90 s | <= 1.0 s | met |",
+    ]
+    assert "15 of 18 met." in text
+    assert "- Machine: 2 CPUs (Test CPU), 8.0 GB RAM\n" in text
+    assert "- Packages: psycopg 3.3.9, SQLAlchemy 2.1.9, msgspec 0.23.0, eventsourcing 9.5.6\n" in text
+    assert "- PostgreSQL 15.20 (Debian)\n" in text and "- Date of the run: 2026-11-30\n" in text
+    # The -s30 part is merged in scale order; another run whose name starts the same is not.
+    assert "| 3 | 9,138 | 202.8 | first import | 27.00 | 320 | 9.00 |" in text
+    assert "run-tinyother" not in text and "| 10 |" not in text
+
+
+def test_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "results"
+    _write(results)
+    out, png = tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "benchmarks.png"
+    _report().main(["--run", "tiny", "--results", str(results), "--out", str(out), "--plot", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![time and peak RSS against scale](benchmarks.png)" in out.read_text()
