@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,7 @@ import structlog
 import synth
 from common import REPO, SHARED_DATA, Timer, fresh_database, server, server_version, write_results
 from psycopg import sql
+from report import machine, packages
 
 from events import EntityAdded, canonical_bytes, encode_event, stream_id
 from importer.source import read_export
@@ -645,6 +647,10 @@ def main() -> None:
         "source": args.source.name,
         "seed": args.seed,
         "targets": TARGETS,
+        # For bench/report.py: where and with what the figures were taken.
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": machine(),
+        "packages": packages(),
         "scales": [dict(row, ratios=ratios(row)) for row in rows],
     }
     path = write_results(f"run-{name}", result, markdown(result))
