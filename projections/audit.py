@@ -136,7 +136,9 @@ def _live_snapshot(
         check = (
             None
             if row is None
-            else FingerprintCheck(row.id, row.fingerprint, comparable(conn, row.fingerprint, LIVE_SCHEMA))
+            else FingerprintCheck(
+                row.id, row.fingerprint, comparable(conn, row.fingerprint, LIVE_SCHEMA, hashes)
+            )
         )
     return position, hashes, check
 

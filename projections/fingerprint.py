@@ -166,12 +166,21 @@ def after_import(conn: psycopg.Connection[Any], schema: str, import_id: int) -> 
     return _format(out)
 
 
-def comparable(conn: psycopg.Connection[Any], recorded: str | None, schema: str = LIVE_SCHEMA) -> str:
+def comparable(
+    conn: psycopg.Connection[Any],
+    recorded: str | None,
+    schema: str = LIVE_SCHEMA,
+    hashes: dict[str, str] | None = None,
+) -> str:
     """The schema's fingerprint in the form of a recorded one, so the two can be compared: the first form
-    for a value recorded before `v2:` fingerprints (read row by row, so any size is hashed in bounded memory)."""
-    if recorded is None or recorded.startswith(_PREFIX):
-        return fingerprint(conn, schema)
-    return _first_form(conn, schema)
+    for a value recorded before `v2:` fingerprints (read row by row, so any size is hashed in bounded memory).
+
+    `hashes`, the schema's `table_hashes` taken in the same snapshot, spare hashing the read tables again."""
+    if recorded is not None and not recorded.startswith(_PREFIX):
+        return _first_form(conn, schema)
+    if hashes is not None and all(t in hashes for t in READ_TABLES):
+        return _PREFIX + ",".join(f"{t}={hashes[t]}" for t in sorted(READ_TABLES))
+    return fingerprint(conn, schema)
 
 
 def _first_form(conn: psycopg.Connection[Any], schema: str) -> str:
