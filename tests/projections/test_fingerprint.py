@@ -4,9 +4,11 @@ exactly as a full pass over the tables would give it, and comparable with values
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 import projections
@@ -40,9 +42,14 @@ def _replayed(conn: psycopg.Connection[Any], schema: str, until: int) -> str:
     return fingerprint(conn, schema)
 
 
-def test_each_recorded_fingerprint_equals_a_full_pass_over_a_replay(db: Database) -> None:
+@pytest.mark.parametrize("batch", ["10000", "5"])
+def test_each_recorded_fingerprint_equals_a_full_pass_over_a_replay(
+    make_db: Callable[..., Database], batch: str
+) -> None:
     # Removals (a powerset with its powers), their return with the old ids, references set NULL and
-    # resolved again: every kind of row version the carry-forward adds or subtracts.
+    # resolved again: every kind of row version the carry-forward adds or subtracts; with ranges of 5
+    # events, each import spans many transactions before its fingerprint is recorded.
+    db = make_db(POWERLOG_PROJECT_BATCH=batch)
     for release in (OLD, NEW, OLD):
         run_import(db, release)
         projections.project(db)
