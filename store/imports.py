@@ -87,18 +87,20 @@ def complete(
     appended: Appended | None,
     head_chain_hash: str,
 ) -> None:
-    """Fill in what the import did, in the same transaction as its events."""
+    """Fill in what the import did, in the same transaction as its events.
+
+    The application role may not UPDATE `imports` (migration 0006): a function owned by the schema's owner
+    records it, after checking the positions and head against the log."""
     conn.execute(
-        "UPDATE imports SET content_hash = %s, counts = %s, warnings = %s, completed_at = clock_timestamp(),"
-        " first_position = %s, last_position = %s, head_chain_hash = %s WHERE id = %s",
+        "SELECT powerlog_complete_import(%s::int8, %s::text, %s, %s, %s::int8, %s::int8, %s::text)",
         (
+            import_id,
             content_hash,
             Jsonb(counts),
             Jsonb(warnings),
             appended.first_position if appended else None,
             appended.last_position if appended else None,
             head_chain_hash,
-            import_id,
         ),
     )
 
@@ -184,4 +186,4 @@ def last_completed(conn: psycopg.Connection[Any]) -> ImportRow | None:
 
 def set_fingerprint(conn: psycopg.Connection[Any], import_id: int, fingerprint: str) -> None:
     """Record the read tables' fingerprint as they stand right after this import was projected."""
-    conn.execute("UPDATE imports SET fingerprint = %s WHERE id = %s", (fingerprint, import_id))
+    conn.execute("SELECT powerlog_set_fingerprint(%s::int8, %s::text)", (import_id, fingerprint))

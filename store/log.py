@@ -271,31 +271,27 @@ def _write_streams(cur: psycopg.Cursor[Any], streams: list[_StreamState]) -> Non
             ) from None
     if not old:
         return
-    cur.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS pending_streams "
-        "(stream_id text, kind text, key text, expected int4, version int4, hash text, record bytea,"
-        " removed bool, last_position int8) ON COMMIT DROP"
-    )
-    cur.execute("TRUNCATE pending_streams")
-    with cur.copy(
-        sql.SQL("COPY pending_streams ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.SQL(", ").join(map(sql.Identifier, _StreamState._fields))
+    # The application role may not UPDATE `streams` (migration 0006): a function owned by the schema's
+    # owner moves each stream, after checking that its new head is the stream's event at that position.
+    columns = list(zip(*old, strict=True))
+    row = cur.execute(
+        "SELECT powerlog_advance_streams(%s::text[], %s::int4[], %s::int4[], %s::text[], %s::bytea[],"
+        " %s::bool[], %s::int8[])",
+        [list(columns[i]) for i in (0, 3, 4, 5, 6, 7, 8)],
+    ).fetchone()
+    moved = int(row[0]) if row else 0
+    if moved != len(old):
+        versions = dict(
+            cur.execute(
+                "SELECT stream_id, version FROM streams WHERE stream_id = ANY(%s)", (list(columns[0]),)
+            ).fetchall()
         )
-    ) as copy:
-        copy.set_types(["text", "text", "text", "int4", "int4", "text", "bytea", "bool", "int8"])
-        for s in old:
-            copy.write_row(s)
-    cur.execute(
-        "UPDATE streams s SET version = p.version, hash = p.hash, record = p.record, removed = p.removed,"
-        " last_position = p.last_position FROM pending_streams p"
-        " WHERE s.stream_id = p.stream_id AND s.version = p.expected"
-    )
-    if cur.rowcount != len(old):
-        stale = cur.execute(
-            "SELECT p.stream_id, p.expected, s.version FROM pending_streams p"
-            " LEFT JOIN streams s USING (stream_id) WHERE s.version IS DISTINCT FROM p.expected LIMIT 1"
-        ).fetchone()
-        detail = f"stream {stale[0]} expected at version {stale[1]}, found {stale[2]}" if stale else "unknown"
+        stale = next((s for s in old if versions.get(s.stream_id) != s.expected), None)
+        detail = (
+            f"stream {stale.stream_id} expected at version {stale.expected}, found {versions.get(stale.stream_id)}"
+            if stale
+            else "unknown"
+        )
         raise ConcurrencyError(f"stale append: {detail}; another writer got there first: run again")
 
 
