@@ -217,7 +217,7 @@ def _view_check(conn: psycopg.Connection[Any], position: int) -> ViewCheck:
         sql.SQL(
             "WITH q AS ({query}), v AS ({view}),"
             " d AS ((SELECT * FROM v EXCEPT ALL SELECT * FROM q) UNION ALL (SELECT * FROM q EXCEPT ALL SELECT * FROM v))"
-            " SELECT DISTINCT id, count(*) OVER () FROM d ORDER BY id LIMIT %s"
+            " SELECT id, count(*) OVER () FROM (SELECT DISTINCT id FROM d) ids ORDER BY id LIMIT %s"
         ).format(query=query, view=view),
         (VIEW_IDS_SHOWN,),
     ).fetchall()
