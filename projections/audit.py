@@ -200,9 +200,9 @@ def _live_snapshot(
 
 
 def _view_check(conn: psycopg.Connection[Any], position: int) -> ViewCheck:
-    """The view's rows against its query, both ways (EXCEPT ALL), when it was last refreshed at the read
-    tables' position. A stale view is not compared: it shows an older state on purpose, and the next
-    refresh rebuilds it whole from the tables."""
+    """The view's rows against its query, both ways, when it was last refreshed at the read tables'
+    position. A stale view is not compared: it shows an older state on purpose, and the next refresh
+    rebuilds it whole from the tables."""
     if not is_populated(conn):
         return ViewCheck(False, note="not populated; the next refresh fills it")
     last = last_refresh(conn)
@@ -211,14 +211,14 @@ def _view_check(conn: psycopg.Connection[Any], position: int) -> ViewCheck:
         return ViewCheck(
             False, note=f"stale: refreshed at position {refreshed}, the read tables are at {position}"
         )
+    # Row against row by power id (the view's unique key): a hash join, several times faster than EXCEPT
+    # ALL, which sorts every jsonb column.
     query = sql.SQL(ddl.VIEW_QUERY).format(schema=sql.Identifier(LIVE_SCHEMA))
-    view = sql.SQL("SELECT * FROM {}").format(sql.Identifier(LIVE_SCHEMA, VIEW))
     rows = conn.execute(
         sql.SQL(
-            "WITH q AS ({query}), v AS ({view}),"
-            " d AS ((SELECT * FROM v EXCEPT ALL SELECT * FROM q) UNION ALL (SELECT * FROM q EXCEPT ALL SELECT * FROM v))"
-            " SELECT id, count(*) OVER () FROM (SELECT DISTINCT id FROM d) ids ORDER BY id LIMIT %s"
-        ).format(query=query, view=view),
+            "SELECT coalesce(v.id, q.id) AS id, count(*) OVER () FROM {view} v FULL JOIN ({query}) q ON q.id = v.id"
+            " WHERE ROW(v.*) IS DISTINCT FROM ROW(q.*) ORDER BY 1 LIMIT %s"
+        ).format(view=sql.Identifier(LIVE_SCHEMA, VIEW), query=query),
         (VIEW_IDS_SHOWN,),
     ).fetchall()
     return ViewCheck(True, [int(r[0]) for r in rows], int(rows[0][1]) if rows else 0)
