@@ -226,10 +226,13 @@ def verify_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Check the hash chain, a kept head, and the read tables against a rebuild from the log.
+    """Check the hash chain, a kept head, the log's bookkeeping, and the read tables against a rebuild.
 
-    The rebuild goes into a scratch schema (dropped afterwards) up to the live tables' checkpoint; the
-    fingerprint recorded with the import at that position is checked too. Exit 1 naming what failed."""
+    Each completed import's recorded positions and head must be in the log, and `streams` must equal the
+    fold of the log. The rebuild goes into a scratch schema (dropped afterwards; one left by a killed verify
+    is dropped by the next) up to the live tables' checkpoint; the fingerprint recorded with the import at
+    that position is checked too, and power_build_summary against its query when it is not stale. Exit 1
+    naming what failed."""
     from projections.audit import verify
 
     kept = _parse_head(head)
@@ -242,6 +245,8 @@ def verify_command(
 
 
 def _print_report(report: VerifyReport) -> None:
+    from projections.tables import VIEW
+
     ok, bad = "[green]ok[/]", "[bold red]FAILED[/]"
     if report.chain_error is None:
         assert report.chain_head is not None
@@ -251,6 +256,22 @@ def _print_report(report: VerifyReport) -> None:
     if report.kept_head is not None:
         status = ok if report.head_error is None else f"{bad}: {shown(str(report.head_error))}"
         console.print(f"kept head {report.kept_head}: {status}")
+    if report.imports_errors:
+        for error in report.imports_errors:
+            console.print(f"imports: {bad}: {shown(error)}")
+    else:
+        console.print(f"imports: {ok}, each completed import's positions and head are in the log")
+    if report.streams_differing:
+        console.print(f"streams vs the fold of the log: {bad}: {report.streams_differing:,} stream(s) differ")
+        for m in report.streams_shown:
+            console.print(
+                shown(
+                    f"  {m.stream_id}: recorded {m.recorded or 'no row'}; log gives {m.derived or 'no event'}"
+                ),
+                highlight=False,
+            )
+    else:
+        console.print(f"streams vs the fold of the log: {ok}")
     if report.rebuild_error is not None:
         console.print(f"rebuild at position {report.checkpoint}: {bad}: {shown(report.rebuild_error)}")
     else:
@@ -266,3 +287,12 @@ def _print_report(report: VerifyReport) -> None:
             console.print(f"fingerprint of import {fp.import_id}: not recorded")
         else:
             console.print(f"fingerprint of import {fp.import_id}: {ok if fp.ok else bad}")
+    view = report.view
+    if view is not None:
+        if not view.checked:
+            console.print(f"{VIEW} vs its query: not compared ({view.note})", highlight=False)
+        elif view.ok:
+            console.print(f"{VIEW} vs its query: {ok}")
+        else:
+            ids = ", ".join(map(str, view.differing_ids))
+            console.print(f"{VIEW} vs its query: {bad}: {view.differing:,} row(s) differ (power ids {ids})")

@@ -33,3 +33,7 @@ class LockBusy(PowerlogError):
 
 class UnknownImport(PowerlogError):
     """An import id that names no completed import: there is none, or it failed and left nothing."""
+
+
+class LogIncomplete(ChainError):
+    """The log no longer reaches the head its last completed import recorded: events were cut from it."""

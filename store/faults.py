@@ -4,7 +4,8 @@ this process when it reaches that point (the Nth time). Unset (always, outside t
 Points: the importer's `record`, `after_batch`, `before_commit`; the projector's `project_batch` (project,
 follow, rebuild, replay); the rebuild's `rebuild_built` (shadow tables complete) and `rebuild_swap` (inside
 the swap's transaction); the follower's `follow_reconnect` (its Nth attempt, over its life, to reach the server again); the
-refresh's `refresh_running` (its row recorded as running, REFRESH not yet sent).
+refresh's `refresh_running` (its row recorded as running, REFRESH not yet sent); verify's `verify_rebuilt` (its
+scratch schema built, not yet hashed or dropped).
 
 `POWERLOG_TEST_FAULT_SIGNAL=INT` (or TERM...) sends that signal instead of KILL. With
 `POWERLOG_TEST_FAULT_PAUSE=FILE` the process instead writes its pid to FILE there and waits until the file

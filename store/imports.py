@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from store import log
 from store.connection import Database
-from store.errors import UnknownImport
+from store.errors import LogIncomplete, UnknownImport
 from store.log import Appended
 
 
@@ -68,7 +68,10 @@ def _values(meta: ImportMeta) -> tuple[Any, ...]:
 
 
 def begin(conn: psycopg.Connection[Any], meta: ImportMeta) -> int:
-    """Insert the import's row inside its transaction; a rollback removes it with the events."""
+    """Insert the import's row inside its transaction (which holds `store.locks.LOG`); a rollback removes
+    it with the events. Refused (`LogIncomplete`) when the log no longer ends where the last completed
+    import left it."""
+    check_log_reaches_last_import(conn)
     row = conn.execute(
         "INSERT INTO imports (source_path, label, source_version, source_date, source_issue, content_hash,"
         " status) VALUES (%s, %s, %s, %s, %s, %s, 'completed') RETURNING id",
@@ -87,19 +90,44 @@ def complete(
     appended: Appended | None,
     head_chain_hash: str,
 ) -> None:
-    """Fill in what the import did, in the same transaction as its events."""
+    """Fill in what the import did, in the same transaction as its events.
+
+    The application role may not UPDATE `imports` (migration 0006): a function owned by the schema's owner
+    records it, after checking the positions and head against the log."""
     conn.execute(
-        "UPDATE imports SET content_hash = %s, counts = %s, warnings = %s, completed_at = clock_timestamp(),"
-        " first_position = %s, last_position = %s, head_chain_hash = %s WHERE id = %s",
+        "SELECT powerlog_complete_import(%s::int8, %s::text, %s, %s, %s::int8, %s::int8, %s::text)",
         (
+            import_id,
             content_hash,
             Jsonb(counts),
             Jsonb(warnings),
             appended.first_position if appended else None,
             appended.last_position if appended else None,
             head_chain_hash,
-            import_id,
         ),
+    )
+
+
+def check_log_reaches_last_import(conn: psycopg.Connection[Any]) -> None:
+    """Fail unless the log's head is the head the last completed import recorded.
+
+    Only imports append, one at a time, each recording the head it left: any other head means events were
+    cut from (or added to) the log outside powerlog. Diffing against `streams` then would call a release
+    whose events were lost "already in the log", and it could never come back."""
+    last = last_completed(conn)
+    if last is None or last.head_chain_hash is None:
+        return
+    head = log.head(conn)
+    if str(head) == last.head_chain_hash:
+        return
+    recorded = last.head_chain_hash.partition(":")[0]
+    held = f"positions {last.first_position}..{last.last_position}" if last.first_position else "no events"
+    raise LogIncomplete(
+        head.position,
+        f"the log does not end where import {last.id} left it: that import ({held}) recorded head"
+        f" {recorded}, the log's head is now {head.position}; events were cut from or added to the log"
+        " outside powerlog. Nothing was imported: restore the database from a backup"
+        " (`powerlog verify` names what is missing)",
     )
 
 
@@ -184,4 +212,4 @@ def last_completed(conn: psycopg.Connection[Any]) -> ImportRow | None:
 
 def set_fingerprint(conn: psycopg.Connection[Any], import_id: int, fingerprint: str) -> None:
     """Record the read tables' fingerprint as they stand right after this import was projected."""
-    conn.execute("UPDATE imports SET fingerprint = %s WHERE id = %s", (fingerprint, import_id))
+    conn.execute("SELECT powerlog_set_fingerprint(%s::int8, %s::text)", (import_id, fingerprint))

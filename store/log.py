@@ -271,31 +271,27 @@ def _write_streams(cur: psycopg.Cursor[Any], streams: list[_StreamState]) -> Non
             ) from None
     if not old:
         return
-    cur.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS pending_streams "
-        "(stream_id text, kind text, key text, expected int4, version int4, hash text, record bytea,"
-        " removed bool, last_position int8) ON COMMIT DROP"
-    )
-    cur.execute("TRUNCATE pending_streams")
-    with cur.copy(
-        sql.SQL("COPY pending_streams ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.SQL(", ").join(map(sql.Identifier, _StreamState._fields))
+    # The application role may not UPDATE `streams` (migration 0006): a function owned by the schema's
+    # owner moves each stream, after checking that its new head is the stream's event at that position.
+    columns = list(zip(*old, strict=True))
+    row = cur.execute(
+        "SELECT powerlog_advance_streams(%s::text[], %s::int4[], %s::int4[], %s::text[], %s::bytea[],"
+        " %s::bool[], %s::int8[])",
+        [list(columns[i]) for i in (0, 3, 4, 5, 6, 7, 8)],
+    ).fetchone()
+    moved = int(row[0]) if row else 0
+    if moved != len(old):
+        versions = dict(
+            cur.execute(
+                "SELECT stream_id, version FROM streams WHERE stream_id = ANY(%s)", (list(columns[0]),)
+            ).fetchall()
         )
-    ) as copy:
-        copy.set_types(["text", "text", "text", "int4", "int4", "text", "bytea", "bool", "int8"])
-        for s in old:
-            copy.write_row(s)
-    cur.execute(
-        "UPDATE streams s SET version = p.version, hash = p.hash, record = p.record, removed = p.removed,"
-        " last_position = p.last_position FROM pending_streams p"
-        " WHERE s.stream_id = p.stream_id AND s.version = p.expected"
-    )
-    if cur.rowcount != len(old):
-        stale = cur.execute(
-            "SELECT p.stream_id, p.expected, s.version FROM pending_streams p"
-            " LEFT JOIN streams s USING (stream_id) WHERE s.version IS DISTINCT FROM p.expected LIMIT 1"
-        ).fetchone()
-        detail = f"stream {stale[0]} expected at version {stale[1]}, found {stale[2]}" if stale else "unknown"
+        stale = next((s for s in old if versions.get(s.stream_id) != s.expected), None)
+        detail = (
+            f"stream {stale.stream_id} expected at version {stale.expected}, found {versions.get(stale.stream_id)}"
+            if stale
+            else "unknown"
+        )
         raise ConcurrencyError(f"stale append: {detail}; another writer got there first: run again")
 
 
@@ -510,3 +506,106 @@ def current_records(conn: psycopg.Connection[Any], stream_ids: Sequence[str]) ->
     return {
         sid: bytes(inline) if inline is not None else from_jsonb(text.encode()) for sid, inline, text in rows
     }
+
+
+class StreamMismatch(NamedTuple):
+    """A stream whose row in `streams` is not what folding the log gives (None: no row, or no event)."""
+
+    stream_id: str
+    recorded: str | None
+    derived: str | None
+
+
+def streams_against_log(conn: psycopg.Connection[Any], limit: int = 5) -> tuple[int, list[StreamMismatch]]:
+    """How many streams differ between `streams` and the heads the log derives (each stream's last event:
+    its version, position, hash and removal), and the first `limit` of them by stream id.
+
+    The importer diffs against `streams`, so a row that lies there makes an import skip a change for good."""
+    rows = conn.execute(
+        """
+        WITH heads AS (
+            SELECT DISTINCT ON (stream_id) stream_id, stream_version, global_position
+            FROM events ORDER BY stream_id, stream_version DESC
+        ), derived AS (
+            SELECT h.stream_id, h.stream_version AS version, h.global_position AS last_position,
+                   e.event_type = 'EntityRemoved' AS removed,
+                   CASE WHEN e.event_type = 'EntityRemoved' THEN NULL ELSE e.data->>'hash' END AS hash,
+                   e.event_type = 'EntityChanged' AS inline
+            FROM heads h JOIN events e ON e.global_position = h.global_position
+        )
+        SELECT coalesce(s.stream_id, d.stream_id), count(*) OVER (),
+               CASE WHEN s.stream_id IS NOT NULL THEN format('version %%s, position %%s, hash %%s%%s%%s',
+                    s.version, s.last_position, coalesce(s.hash, 'none'), CASE WHEN s.removed THEN ', removed' END,
+                    CASE WHEN s.record IS NOT NULL AND encode(sha256(s.record), 'hex') IS DISTINCT FROM s.hash
+                         THEN ', a record of another hash' END) END,
+               CASE WHEN d.stream_id IS NOT NULL THEN format('version %%s, position %%s, hash %%s%%s',
+                    d.version, d.last_position, coalesce(d.hash, 'none'), CASE WHEN d.removed THEN ', removed' END)
+               END
+        FROM streams s FULL JOIN derived d ON d.stream_id = s.stream_id
+        WHERE s.stream_id IS NULL OR d.stream_id IS NULL
+           OR s.version <> d.version OR s.last_position <> d.last_position OR s.removed <> d.removed
+           OR s.hash IS DISTINCT FROM d.hash
+           OR s.kind <> split_part(s.stream_id, ':', 1) OR s.key <> substr(s.stream_id, strpos(s.stream_id, ':') + 1)
+           -- A patched record is kept inline and must hash to the stream's hash; an added one is read
+           -- from its event.
+           OR (s.record IS NOT NULL) <> d.inline
+           OR (s.record IS NOT NULL AND encode(sha256(s.record), 'hex') IS DISTINCT FROM s.hash)
+        ORDER BY 1 LIMIT %s
+        """,
+        (limit,),
+    ).fetchall()
+    total = int(rows[0][1]) if rows else 0
+    return total, [StreamMismatch(sid, recorded, derived) for sid, _, recorded, derived in rows]
+
+
+def imports_against_log(conn: psycopg.Connection[Any]) -> list[str]:
+    """What each completed import recorded (its first and last position, the head after it) that the log
+    no longer holds, one line per import, oldest first. A tail cut off the log shows here even when the
+    chain that remains is intact."""
+    rows = conn.execute(
+        """
+        SELECT i.id, i.first_position, i.last_position, i.head_chain_hash, e.first, e.last, h.chain_hash
+        FROM imports i
+        LEFT JOIN LATERAL (
+            SELECT min(global_position) AS first, max(global_position) AS last FROM events WHERE import_id = i.id
+        ) e ON true
+        LEFT JOIN events h ON h.global_position = CASE WHEN i.head_chain_hash ~ '^[0-9]+:'
+            THEN split_part(i.head_chain_hash, ':', 1)::bigint END
+        WHERE i.status = 'completed'
+        ORDER BY i.id
+        """
+    ).fetchall()
+    out = []
+    for import_id, first, last, recorded_head, log_first, log_last, head_hash in rows:
+        if (first, last) != (log_first, log_last):
+            if log_first is None:
+                out.append(
+                    f"import {import_id} recorded positions {first}..{last}, but the log holds none of its"
+                    " events: they were cut from the log"
+                )
+            else:
+                recorded = "no events" if first is None else f"positions {first}..{last}"
+                out.append(
+                    f"import {import_id} recorded {recorded}, but the log holds its events at"
+                    f" {log_first}..{log_last}"
+                )
+            continue
+        if recorded_head is None:
+            continue
+        try:
+            kept = Head.parse(recorded_head)
+        except ValueError:
+            out.append(f"import {import_id} recorded a head that is not POSITION:HASH: {recorded_head!r}")
+            continue
+        found = GENESIS if kept.position == 0 else None if head_hash is None else bytes(head_hash)
+        if found is None:
+            out.append(
+                f"import {import_id} recorded head {kept.position}, but the log no longer reaches position"
+                f" {kept.position}: its tail was cut"
+            )
+        elif found != kept.chain_hash:
+            out.append(
+                f"import {import_id} recorded head {kept.position} with another chain hash than the log's"
+                f" at that position"
+            )
+    return out
