@@ -196,9 +196,7 @@ def _lock_all(conn: psycopg.Connection[Any], first: dependents.Plan, timeout: st
     ]
     body = "; ".join(step.as_string(conn) for step in steps)
     row = conn.execute(
-        "SELECT current_setting('statement_timeout'), set_config('lock_timeout', %s, true),"
-        " set_config('statement_timeout', %s, true)",
-        (timeout, timeout),
+        "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)", (timeout,)
     ).fetchone()
     conn.execute(sql.SQL("DO {}").format(sql.Literal(f"BEGIN {body}; END")))
     conn.execute("SELECT set_config('statement_timeout', %s, true)", (row[0] if row else "0",))
@@ -207,6 +205,8 @@ def _lock_all(conn: psycopg.Connection[Any], first: dependents.Plan, timeout: st
 def _swap_once(conn: psycopg.Connection[Any], timeout_s: float) -> dependents.Plan:
     """One try at the swap, inside the caller's transaction: raises one of _BUSY if a lock is not had in time."""
     timeout = f"{max(1, int(timeout_s * 1000))}ms"
+    # Every lock this try waits for, the catalog look-ups' included, waits at most the timeout.
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
     first = dependents.capture(conn, LIVE_SCHEMA, SHADOW_SCHEMA)  # what to lock; captured again under it
     _lock_all(conn, first, timeout)
     plan = dependents.capture(conn, LIVE_SCHEMA, SHADOW_SCHEMA)
