@@ -191,7 +191,8 @@ def status(conn: Conn) -> dict[str, Any]:
         last = last_refresh(conn)
         row = conn.execute(
             "SELECT count(*) FILTER (WHERE outcome IN ('failed', 'abandoned')),"
-            " count(*) FILTER (WHERE outcome IN ('failed', 'abandoned') AND id > %s)"
+            " count(*) FILTER (WHERE outcome IN ('failed', 'abandoned') AND id > %s),"
+            " count(*) FILTER (WHERE outcome = 'abandoned')"
             " FROM view_refreshes WHERE view_name = %s",
             (last.id if last else 0, VIEW),
         ).fetchone()
@@ -213,6 +214,7 @@ def status(conn: Conn) -> dict[str, Any]:
         "refreshing_now": holder is not None,
         "failures": int(row[0]),
         "failures_since_last_ok": int(row[1]),
+        "abandoned": int(row[2]),
         "last_error": last_failed.error if last_failed else None,
     }
 

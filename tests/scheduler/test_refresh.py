@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 import scheduler
+from cli.scheduler import status_rows
 from scheduler.view import ABANDONED
 from store import locks
 from store.connection import Database
@@ -138,7 +139,16 @@ def test_a_row_whose_refresh_died_reads_abandoned_in_status_while_a_live_ones_re
     finally:
         refresher.close()
     st = scheduler.status(conn)
-    assert (st["refreshing_now"], st["failures"], st["last_error"]) == (False, 1, ABANDONED)
+    assert (st["refreshing_now"], st["failures"], st["abandoned"], st["last_error"]) == (
+        False,
+        1,
+        1,
+        ABANDONED,
+    )
+    assert (
+        "failed refreshes",
+        "1 in all (1 abandoned: their process or connection died), 1 since the last success",
+    ) in status_rows(st)
     [row] = scheduler.history(conn)
     assert (row.outcome, row.error) == ("abandoned", ABANDONED)
     # Stored, not only shown: no row claims to be running any more.
