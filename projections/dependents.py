@@ -116,15 +116,40 @@ ORDER BY 1
 """
 
 
-def _grants(conn: Conn, oid: int, skip_owner: bool = True) -> set[tuple[str, str, bool]]:
-    """(grantee, privilege, grantable) of a relation's ACL; PUBLIC as ''; the owner's own left out."""
-    rows = conn.execute(
-        "SELECT coalesce(r.rolname, ''), a.privilege_type, a.is_grantable"
-        " FROM pg_class c, aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee"
-        " WHERE c.oid = %s AND (NOT %s OR a.grantee <> c.relowner)",
-        (oid, skip_owner),
-    ).fetchall()
-    return {(str(g), str(p), bool(o)) for g, p, o in rows}
+class _Facts:
+    """Indexes, constraints, triggers, grants and comments of many relations, read in one query each:
+    the second capture runs under the swap's locks, so its round trips are time readers wait."""
+
+    def __init__(self, conn: Conn, oids: list[int]) -> None:
+        self.indexes = self._named(conn, _INDEXES, oids)
+        self.constraints = self._named(conn, _CONSTRAINTS, oids)
+        self.triggers = self._named(conn, _TRIGGERS, oids)
+        self.grants: dict[int, set[tuple[str, str, bool]]] = {oid: set() for oid in oids}
+        for oid, grantee, privilege, grantable in conn.execute(_GRANTS, (oids,)).fetchall():
+            self.grants[int(oid)].add((str(grantee), str(privilege), bool(grantable)))
+        self.comments: dict[int, list[tuple[str | None, str]]] = {oid: [] for oid in oids}
+        for oid, column, text in conn.execute(_COMMENTS, (oids,)).fetchall():
+            self.comments[int(oid)].append((column, str(text)))
+
+    @staticmethod
+    def _named(conn: Conn, query: str, oids: list[int]) -> dict[int, dict[str, str]]:
+        out: dict[int, dict[str, str]] = {oid: {} for oid in oids}
+        for oid, name, definition in conn.execute(query, (oids,)).fetchall():
+            out[int(oid)][str(name)] = str(definition)
+        return out
+
+
+# The owner's own privileges left out (they come with ownership); PUBLIC as ''.
+_GRANTS = (
+    "SELECT c.oid::bigint, coalesce(r.rolname, ''), a.privilege_type, a.is_grantable"
+    " FROM pg_class c, aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee"
+    " WHERE c.oid = ANY(%s) AND a.grantee <> c.relowner"
+)
+_COMMENTS = (
+    "SELECT d.objoid::bigint, a.attname, d.description FROM pg_description d"
+    " LEFT JOIN pg_attribute a ON a.attrelid = d.objoid AND a.attnum = d.objsubid AND d.objsubid > 0"
+    " WHERE d.classoid = 'pg_class'::regclass AND d.objoid = ANY(%s) ORDER BY d.objoid, d.objsubid"
+)
 
 
 def _grantee(name: str) -> sql.Composable:
@@ -147,15 +172,9 @@ def _grant_sql(target: sql.Composable, grant: tuple[str, str, bool]) -> Statemen
     )
 
 
-def _comments(conn: Conn, oid: int, kind: str, target: sql.Composable) -> list[Statement]:
-    rows = conn.execute(
-        "SELECT a.attname, d.description FROM pg_description d"
-        " LEFT JOIN pg_attribute a ON a.attrelid = d.objoid AND a.attnum = d.objsubid AND d.objsubid > 0"
-        " WHERE d.classoid = 'pg_class'::regclass AND d.objoid = %s ORDER BY d.objsubid",
-        (oid,),
-    ).fetchall()
+def _comments(facts: _Facts, oid: int, kind: str, target: sql.Composable) -> list[Statement]:
     out: list[Statement] = []
-    for column, text in rows:
+    for column, text in facts.comments[oid]:
         if column is None:
             out.append(sql.SQL("COMMENT ON {} {} IS {}").format(sql.SQL(kind), target, sql.Literal(text)))
         else:
@@ -167,29 +186,31 @@ def _comments(conn: Conn, oid: int, kind: str, target: sql.Composable) -> list[S
     return out
 
 
-def _names(conn: Conn, query: str, oid: int) -> dict[str, str]:
-    return {str(n): str(d) for n, d in conn.execute(query, (oid,)).fetchall()}
-
-
+# Indexes that back a constraint come back with the constraint.
 _INDEXES = (
-    "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
-    " WHERE x.indrelid = %s AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.oid"
-    " AND k.conrelid = x.indrelid)"
+    "SELECT x.indrelid::bigint, i.relname, pg_get_indexdef(i.oid) FROM pg_index x"
+    " JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = ANY(%s) AND NOT EXISTS"
+    " (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.oid AND k.conrelid = x.indrelid)"
 )
-_CONSTRAINTS = "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s"
-_TRIGGERS = "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s AND NOT tgisinternal"
+_CONSTRAINTS = (
+    "SELECT conrelid::bigint, conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = ANY(%s)"
+)
+_TRIGGERS = (
+    "SELECT tgrelid::bigint, tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+    " WHERE tgrelid = ANY(%s) AND NOT tgisinternal"
+)
 
 
-def _table_extras(conn: Conn, plan: Plan, live: str, name: str, old: int, new: int, kind: str) -> None:
+def _table_extras(facts: _Facts, plan: Plan, live: str, name: str, old: int, new: int, kind: str) -> None:
     """What users added to one of our relations: indexes, constraints, triggers, grants, comments."""
     target = sql.Identifier(live, name)
-    ours = _names(conn, _INDEXES, new)
-    for index, definition in _names(conn, _INDEXES, old).items():
+    ours = facts.indexes[new]
+    for index, definition in facts.indexes[old].items():
         if index not in ours:
             plan.recreate.append(sql.SQL(definition))
             plan.count("indexes")
-    ours = _names(conn, _CONSTRAINTS, new)
-    for constraint, definition in _names(conn, _CONSTRAINTS, old).items():
+    ours = facts.constraints[new]
+    for constraint, definition in facts.constraints[old].items():
         if constraint not in ours:
             plan.recreate.append(
                 sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
@@ -199,20 +220,20 @@ def _table_extras(conn: Conn, plan: Plan, live: str, name: str, old: int, new: i
                 )
             )
             plan.count("constraints")
-    ours = _names(conn, _TRIGGERS, new)
-    for trigger, definition in _names(conn, _TRIGGERS, old).items():
+    ours = facts.triggers[new]
+    for trigger, definition in facts.triggers[old].items():
         if trigger not in ours:
             plan.recreate.append(sql.SQL(definition))
             plan.count("triggers")
     # The grants exactly as they were: extra ones given again, ours that were revoked revoked again.
-    had, has = _grants(conn, old), _grants(conn, new)
+    had, has = facts.grants[old], facts.grants[new]
     plan.recreate.extend(_grant_sql(target, g) for g in sorted(had - has))
     for grantee, privilege, _ in sorted(has - had):
         plan.recreate.append(
             sql.SQL("REVOKE {} ON TABLE {} FROM {}").format(_privilege(privilege), target, _grantee(grantee))
         )
     plan.count("grants", len(had - has) + len(has - had))
-    comments = _comments(conn, old, kind, target)
+    comments = _comments(facts, old, kind, target)
     plan.recreate.extend(comments)
     plan.count("comments", len(comments))
 
@@ -242,6 +263,7 @@ def capture(conn: Conn, live: str, shadow: str) -> Plan:
             f"{'; '.join(unhandled)}. Drop it (and re-create it after the rebuild) or leave the tables as "
             "they are; nothing was changed"
         )
+    facts = _Facts(conn, [*old.values(), *new.values(), *view_oids])
     for oid, schema, name, relkind, definition, options, owner, populated in views:
         target = sql.Identifier(schema, name)
         kind = _KIND[relkind]
@@ -263,9 +285,9 @@ def capture(conn: Conn, live: str, shadow: str) -> Plan:
         plan.recreate.append(
             sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), target, sql.Identifier(owner))
         )
-        plan.recreate.extend(sql.SQL(d) for d in _names(conn, _INDEXES, oid).values())
-        plan.recreate.extend(_grant_sql(target, g) for g in sorted(_grants(conn, oid)))
-        plan.recreate.extend(_comments(conn, oid, kind, target))
+        plan.recreate.extend(sql.SQL(d) for d in facts.indexes[oid].values())
+        plan.recreate.extend(_grant_sql(target, g) for g in sorted(facts.grants[oid]))
+        plan.recreate.extend(_comments(facts, oid, kind, target))
         plan.count("views")
     # Dropped dependents first: a view over a view goes before the one it reads.
     for _, schema, name, relkind, *_ in reversed(views):
@@ -297,7 +319,7 @@ def capture(conn: Conn, live: str, shadow: str) -> Plan:
     )
     for name, oid in old.items():
         if name in new:
-            _table_extras(conn, plan, live, name, oid, new[name], _KIND[relkinds[name]])
+            _table_extras(facts, plan, live, name, oid, new[name], _KIND[relkinds[name]])
     conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
     return plan
 
