@@ -14,6 +14,7 @@ from projections.dependents import DependentsRefused
 from projections.fingerprint import table_hashes
 from store.connection import Database
 from tests.conftest import SAMPLES
+from tests.e2e.cli import powerlog
 
 Conn = psycopg.Connection[Any]
 ROLE = "powerlog_test_auditor"  # roles are cluster-wide: made if missing, never dropped (other tests' dbs)
@@ -149,3 +150,17 @@ def test_a_foreign_key_not_valid_is_kept_not_valid(projected: Database, conn: Co
     before = catalog(conn)
     projections.rebuild(projected)  # NOT VALID stays NOT VALID: re-created as it was
     assert catalog(conn) == before
+
+
+def test_the_rebuild_command_refuses_in_one_line_naming_the_dependent(
+    projected: Database, conn: Conn, dsn: str
+) -> None:
+    conn.execute(
+        "CREATE FUNCTION my_first_power() RETURNS SETOF powers LANGUAGE sql AS 'SELECT * FROM powers'"
+    )
+    result = powerlog("rebuild", env={"DATABASE_URL": dsn})
+    said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("{")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert len(said) == 1 and "function my_first_power()" in said[0] and "nothing was changed" in said[0], (
+        said
+    )
