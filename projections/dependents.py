@@ -127,6 +127,13 @@ class _Facts:
         self.grants: dict[int, set[tuple[str, str, bool]]] = {oid: set() for oid in oids}
         for oid, grantee, privilege, grantable in conn.execute(_GRANTS, (oids,)).fetchall():
             self.grants[int(oid)].add((str(grantee), str(privilege), bool(grantable)))
+        self.column_grants: dict[int, set[tuple[str, str, str, bool]]] = {oid: set() for oid in oids}
+        for oid, column, grantee, privilege, grantable in conn.execute(_COLUMN_GRANTS, (oids,)).fetchall():
+            self.column_grants[int(oid)].add((str(column), str(grantee), str(privilege), bool(grantable)))
+        self.settings = {
+            int(oid): (list(options or []), bool(rls), bool(force))
+            for oid, options, rls, force in conn.execute(_SETTINGS, (oids,)).fetchall()
+        }
         self.comments: dict[int, list[tuple[str | None, str]]] = {oid: [] for oid in oids}
         for oid, column, text in conn.execute(_COMMENTS, (oids,)).fetchall():
             self.comments[int(oid)].append((column, str(text)))
@@ -145,6 +152,14 @@ _GRANTS = (
     " FROM pg_class c, aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee"
     " WHERE c.oid = ANY(%s) AND a.grantee <> c.relowner"
 )
+_COLUMN_GRANTS = (
+    "SELECT a.attrelid::bigint, a.attname, coalesce(r.rolname, ''), x.privilege_type, x.is_grantable"
+    " FROM pg_attribute a, aclexplode(a.attacl) x LEFT JOIN pg_roles r ON r.oid = x.grantee"
+    " WHERE a.attrelid = ANY(%s) AND a.attacl IS NOT NULL AND NOT a.attisdropped"
+)
+_SETTINGS = (
+    "SELECT oid::bigint, reloptions, relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = ANY(%s)"
+)
 _COMMENTS = (
     "SELECT d.objoid::bigint, a.attname, d.description FROM pg_description d"
     " LEFT JOIN pg_attribute a ON a.attrelid = d.objoid AND a.attnum = d.objsubid AND d.objsubid > 0"
@@ -160,6 +175,45 @@ def _privilege(name: str) -> sql.Composable:
     if not name.replace(" ", "").isalpha():
         raise DependentsRefused(f"unexpected privilege {name!r} in a read table's grants")
     return sql.SQL(name)
+
+
+def _column_grant_sql(
+    target: sql.Composable, grant: tuple[str, str, str, bool], revoke: bool = False
+) -> Statement:
+    column, grantee, privilege, grantable = grant
+    if revoke:
+        return sql.SQL("REVOKE {} ({}) ON TABLE {} FROM {}").format(
+            _privilege(privilege), sql.Identifier(column), target, _grantee(grantee)
+        )
+    return sql.SQL("GRANT {} ({}) ON TABLE {} TO {}{}").format(
+        _privilege(privilege),
+        sql.Identifier(column),
+        target,
+        _grantee(grantee),
+        sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+    )
+
+
+def _settings_sql(facts: _Facts, old: int, new: int, kind: str, target: sql.Composable) -> list[Statement]:
+    """Storage parameters and row security of one of our relations as they were."""
+    options, rls, force = facts.settings[old]
+    ours, our_rls, our_force = facts.settings[new]
+    out: list[Statement] = []
+    if options and options != ours:
+        out.append(sql.SQL("ALTER {} {} SET ({})").format(sql.SQL(kind), target, sql.SQL(", ".join(options))))
+    if rls != our_rls:
+        out.append(
+            sql.SQL("ALTER TABLE {} {} ROW LEVEL SECURITY").format(
+                target, sql.SQL("ENABLE" if rls else "DISABLE")
+            )
+        )
+    if force != our_force:
+        out.append(
+            sql.SQL("ALTER TABLE {} {}FORCE ROW LEVEL SECURITY").format(
+                target, sql.SQL("" if force else "NO ")
+            )
+        )
+    return out
 
 
 def _grant_sql(target: sql.Composable, grant: tuple[str, str, bool]) -> Statement:
@@ -233,6 +287,13 @@ def _table_extras(facts: _Facts, plan: Plan, live: str, name: str, old: int, new
             sql.SQL("REVOKE {} ON TABLE {} FROM {}").format(_privilege(privilege), target, _grantee(grantee))
         )
     plan.count("grants", len(had - has) + len(has - had))
+    had_columns, has_columns = facts.column_grants[old], facts.column_grants[new]
+    plan.recreate.extend(_column_grant_sql(target, g) for g in sorted(had_columns - has_columns))
+    plan.recreate.extend(_column_grant_sql(target, g, revoke=True) for g in sorted(has_columns - had_columns))
+    plan.count("grants", len(had_columns ^ has_columns))
+    settings = _settings_sql(facts, old, new, kind, target)
+    plan.recreate.extend(settings)
+    plan.count("settings", len(settings))
     comments = _comments(facts, old, kind, target)
     plan.recreate.extend(comments)
     plan.count("comments", len(comments))
@@ -287,6 +348,7 @@ def capture(conn: Conn, live: str, shadow: str) -> Plan:
         )
         plan.recreate.extend(sql.SQL(d) for d in facts.indexes[oid].values())
         plan.recreate.extend(_grant_sql(target, g) for g in sorted(facts.grants[oid]))
+        plan.recreate.extend(_column_grant_sql(target, g) for g in sorted(facts.column_grants[oid]))
         plan.recreate.extend(_comments(facts, oid, kind, target))
         plan.count("views")
     # Dropped dependents first: a view over a view goes before the one it reads.

@@ -46,8 +46,12 @@ def catalog(conn: Conn) -> dict[str, Any]:
             " WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
         ).fetchall(),
         "acls": conn.execute(
-            "SELECT relname, relacl::text FROM pg_class WHERE relnamespace = 'public'::regnamespace"
-            " AND relkind IN ('r', 'v', 'm') ORDER BY 1"
+            "SELECT relname, relacl::text, reloptions, relrowsecurity FROM pg_class"
+            " WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'v', 'm') ORDER BY 1"
+        ).fetchall(),
+        "column acls": conn.execute(
+            "SELECT c.relname, a.attname, a.attacl::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " WHERE c.relnamespace = 'public'::regnamespace AND a.attacl IS NOT NULL ORDER BY 1, 2"
         ).fetchall(),
         "comments": conn.execute(
             "SELECT c.relname, d.objsubid, d.description FROM pg_description d JOIN pg_class c ON c.oid = d.objoid"
@@ -78,6 +82,10 @@ def build_on_the_read_tables(conn: Conn) -> None:
     conn.execute("COMMENT ON TABLE powers IS 'the powers, one row each'")
     conn.execute("COMMENT ON COLUMN powers.display_name IS 'as the game shows it'")
     conn.execute("CREATE INDEX my_powers_by_level ON powers (level_available, id)")
+    # Less common: a column grant, a storage parameter, row security switched on.
+    conn.execute(f"GRANT SELECT (display_name) ON powersets TO {ROLE}")
+    conn.execute("ALTER TABLE powers SET (fillfactor = 80)")
+    conn.execute("ALTER TABLE enhancements ENABLE ROW LEVEL SECURITY")
 
 
 def test_rebuild_keeps_views_foreign_keys_grants_comments_and_indexes(
@@ -105,6 +113,7 @@ def test_rebuild_keeps_views_foreign_keys_grants_comments_and_indexes(
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         conn.execute("INSERT INTO my_builds VALUES (2, -1)")
     assert one(conn, "SELECT has_table_privilege(%s, 'powers', 'SELECT')", ROLE)
+    assert one(conn, "SELECT has_column_privilege(%s, 'powersets', 'display_name', 'SELECT')", ROLE)
     assert one(conn, "SELECT has_table_privilege(%s, 'my_early_powers', 'SELECT')", ROLE)
     assert one(conn, "SELECT obj_description('powers'::regclass, 'pg_class')") == "the powers, one row each"
     assert one(conn, "SELECT obj_description('my_early_powers'::regclass, 'pg_class')") == "early powers"
