@@ -119,7 +119,8 @@ def mark_abandoned(conn: Conn) -> int:
     if not (found and found[0]) or not locks.try_acquire(conn, locks.REFRESH):
         return 0
     try:
-        return _mark_abandoned(conn)
+        with conn.transaction():  # a savepoint in a caller's transaction, which a refusal must not abort
+            return _mark_abandoned(conn)
     except psycopg.errors.InsufficientPrivilege:
         return 0  # a reader's session: the next refresh (or a look by the application) marks them
     finally:
