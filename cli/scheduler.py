@@ -134,7 +134,11 @@ def status_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:
         fresh = f"no: stale, source at position {figures['source_position']:,}"
     else:
         fresh = "yes"
-    failures = f"{figures['failures']} in all, {figures['failures_since_last_ok']} since the last success"
+    abandoned = figures.get("abandoned", 0)
+    died = f" ({abandoned} abandoned: their process or connection died)" if abandoned else ""
+    failures = (
+        f"{figures['failures']} in all{died}, {figures['failures_since_last_ok']} since the last success"
+    )
     rows = [
         ("view", figures["view"]),
         ("last refresh", last),

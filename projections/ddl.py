@@ -116,3 +116,15 @@ def move_all(conn: psycopg.Connection[Any], source: str, target: str) -> None:
                 sql.Identifier(source, name), sql.Identifier(target)
             )
         )
+
+
+def drop_all(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Drop the view and every projection table in `schema`, refusing (no CASCADE) if anything else needs them."""
+    conn.execute(sql.SQL("DROP MATERIALIZED VIEW {}").format(sql.Identifier(schema, VIEW)))
+    conn.execute(
+        sql.SQL("DROP TABLE {}").format(
+            sql.SQL(", ").join(
+                sql.Identifier(schema, t) for t in (*READ_TABLES, *HISTORY_TABLES, CHECKPOINTS)
+            )
+        )
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,11 +14,12 @@ import structlog
 from psycopg import sql
 
 from events.errors import PowerlogError
-from projections import ddl
+from projections import ddl, dependents
 from projections.projector import BatchCounts, catch_up, checkpoint
-from projections.tables import LIVE_SCHEMA, history_table
+from projections.tables import CHECKPOINTS, HISTORY_TABLES, LIVE_SCHEMA, READ_TABLES, VIEW, history_table
 from store import faults, imports, locks
 from store.connection import Database
+from store.errors import LockBusy
 
 log = structlog.get_logger(__name__)
 
@@ -105,18 +107,13 @@ def rebuild(
         counts.position = checkpoint(conn, SHADOW_SCHEMA)
         _finish(conn, SHADOW_SCHEMA)
         faults.point("rebuild_built")
-        swap_start = time.perf_counter()
-        with conn.transaction():
-            # Readers block for the length of this transaction only, then see the new tables.
-            conn.execute("SET LOCAL lock_timeout = '30s'")
-            ddl.drop_schema(conn, RETIRED_SCHEMA)
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RETIRED_SCHEMA)))
-            ddl.move_all(conn, LIVE_SCHEMA, RETIRED_SCHEMA)
-            ddl.move_all(conn, SHADOW_SCHEMA, LIVE_SCHEMA)
-            ddl.drop_schema(conn, RETIRED_SCHEMA)
-            ddl.drop_schema(conn, SHADOW_SCHEMA)
-            faults.point("rebuild_swap")
-        swap_ms = (time.perf_counter() - swap_start) * 1000
+        try:
+            swap_ms = _swap(db, conn)
+        except PowerlogError:
+            # Refused or busy: the live tables are as they were; the shadow would only be in the way.
+            with conn.transaction():
+                ddl.drop_schema(conn, SHADOW_SCHEMA)
+            raise
     seconds = time.perf_counter() - started
     log.info(
         "rebuilt",
@@ -126,6 +123,129 @@ def rebuild(
         swap_ms=round(swap_ms, 1),
     )
     return RebuildResult(counts, seconds, swap_ms)
+
+
+class SwapBusy(LockBusy):
+    """The swap could not get the read tables within its attempts: a transaction keeps them in use."""
+
+
+# Raised by a lock wait cut short (lock_timeout, the statement_timeout around the LOCK, a deadlock).
+_BUSY = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled, psycopg.errors.DeadlockDetected)
+_BACKOFF_CAP_S = 5.0
+
+
+def _swap(db: Database, conn: psycopg.Connection[Any]) -> float:
+    """Swap the shadow tables in, keeping what users built on the live ones; the milliseconds it took.
+
+    Readers queue behind a lock the swap waits for, so it never waits long: each try waits at most
+    POWERLOG_SWAP_LOCK_TIMEOUT for all its locks, then gives them back (readers go on) and tries again
+    after a backoff, POWERLOG_SWAP_ATTEMPTS times, before it gives up naming who holds the tables."""
+    settings = db.settings
+    holders = ""
+    for attempt in range(1, settings.swap_attempts + 1):
+        start = time.perf_counter()
+        try:
+            with conn.transaction():
+                plan = _swap_once(conn, settings.swap_lock_timeout_s)
+        except _BUSY as exc:
+            holders = _holders(conn)
+            log.warning(
+                "rebuild_swap_busy",
+                attempt=attempt,
+                attempts=settings.swap_attempts,
+                reason=type(exc).__name__,
+                holders=holders or None,
+            )
+            if attempt < settings.swap_attempts:
+                time.sleep(min(_BACKOFF_CAP_S, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+            continue
+        except psycopg.errors.DependentObjectsStillExist as exc:
+            detail = " ".join((exc.diag.message_detail or "").split())
+            raise dependents.DependentsRefused(
+                f"rebuild would drop what depends on the read tables: {detail or exc}; nothing was changed"
+            ) from None
+        swap_ms = (time.perf_counter() - start) * 1000
+        log.info("rebuild_swapped", attempt=attempt, swap_ms=round(swap_ms, 1), kept=plan.kept or None)
+        return swap_ms
+    raise SwapBusy(
+        f"rebuild built its tables but could not swap them in: {settings.swap_attempts} tries each waited "
+        f"{settings.swap_lock_timeout_s:g} s for the read tables, in use by {holders or 'another session'}. "
+        "The live tables are unchanged; end that transaction and run rebuild again "
+        "(or raise POWERLOG_SWAP_ATTEMPTS)"
+    )
+
+
+def _lock_all(conn: psycopg.Connection[Any], first: dependents.Plan, timeout: str) -> None:
+    """Lock what the swap changes, in one statement so that `timeout` bounds the whole of it: it is the
+    longest a reader waits behind us. Users' views first, then the view, then the tables: the order in
+    which a reader of them takes its locks, so neither waits on the other in a cycle."""
+    tables = [sql.Identifier(LIVE_SCHEMA, t) for t in (*READ_TABLES, *HISTORY_TABLES, CHECKPOINTS)]
+    owner = conn.execute(
+        "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = %s::regclass",
+        (sql.Identifier(LIVE_SCHEMA, VIEW).as_string(conn),),
+    ).fetchone()
+    assert owner is not None
+    steps = [
+        # LOCK refuses materialized views; a change of owner to the same owner takes its exclusive lock.
+        *[sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(n)) for n in first.lock],
+        sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
+            sql.Identifier(LIVE_SCHEMA, VIEW), sql.Identifier(str(owner[0]))
+        ),
+        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(", ").join(tables)),
+        *[sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.SQL(n)) for n in first.fk_tables],
+    ]
+    body = "; ".join(step.as_string(conn) for step in steps)
+    row = conn.execute(
+        "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)", (timeout,)
+    ).fetchone()
+    conn.execute(sql.SQL("DO {}").format(sql.Literal(f"BEGIN {body}; END")))
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (row[0] if row else "0",))
+
+
+def _swap_once(conn: psycopg.Connection[Any], timeout_s: float) -> dependents.Plan:
+    """One try at the swap, inside the caller's transaction: raises one of _BUSY if a lock is not had in time."""
+    timeout = f"{max(1, int(timeout_s * 1000))}ms"
+    # Every lock this try waits for, the catalog look-ups' included, waits at most the timeout.
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+    first = dependents.capture(conn, LIVE_SCHEMA, SHADOW_SCHEMA)  # what to lock; captured again under it
+    _lock_all(conn, first, timeout)
+    plan = dependents.capture(conn, LIVE_SCHEMA, SHADOW_SCHEMA)
+    if not set(plan.lock) <= set(first.lock) or not set(plan.fk_tables) <= set(first.fk_tables):
+        # A view or foreign key made between the two looks: it was not locked; try again.
+        raise psycopg.errors.LockNotAvailable("a dependent appeared during the swap")
+    ddl.drop_schema(conn, RETIRED_SCHEMA)
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(RETIRED_SCHEMA)))
+    dependents.run(conn, plan.drop)
+    ddl.move_all(conn, LIVE_SCHEMA, RETIRED_SCHEMA)
+    ddl.move_all(conn, SHADOW_SCHEMA, LIVE_SCHEMA)
+    dependents.recreate(conn, plan)
+    # Without CASCADE: anything still depending on the old tables stops the swap instead of going with them.
+    ddl.drop_all(conn, RETIRED_SCHEMA)
+    conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(RETIRED_SCHEMA)))
+    ddl.drop_schema(conn, SHADOW_SCHEMA)
+    faults.point("rebuild_swap")
+    return plan
+
+
+def _holders(conn: psycopg.Connection[Any]) -> str:
+    """The sessions holding locks on the live read tables, oldest transaction first, for messages."""
+    rows = conn.execute(
+        "SELECT DISTINCT a.pid, coalesce(nullif(a.application_name, ''), 'no application name'),"
+        " coalesce(a.state, 'unknown state'), a.xact_start, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 60)"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE l.granted AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()"
+        " AND n.nspname = %s AND c.relname = ANY(%s)"
+        " ORDER BY a.xact_start NULLS LAST LIMIT 3",
+        (LIVE_SCHEMA, [VIEW, *READ_TABLES, *HISTORY_TABLES, CHECKPOINTS]),
+    ).fetchall()
+    return ", ".join(
+        f"PostgreSQL backend {pid} ({app}, {state}"
+        + (f" since {start:%H:%M:%S}" if start else "")
+        + (f", last query: {query}" if query else "")
+        + ")"
+        for pid, app, state, start, query in rows
+    )
 
 
 def replay(

@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 SOURCE_PROJECTORS = ("archetypes", "powersets", "powers")
 APPLICATION_NAME = "powerlog refresh"
-INTERRUPTED = "interrupted: the refreshing process or its connection ended before the refresh finished"
+ABANDONED = "abandoned: the refreshing process or its connection ended before the refresh finished"
 
 Outcome = Literal["ok", "failed", "skipped", "fresh"]
 Mode = Literal["concurrently", "plain"]
@@ -107,8 +107,41 @@ def is_populated(conn: Conn) -> bool:
     return bool(row[0])
 
 
+def mark_abandoned(conn: Conn) -> int:
+    """Mark rows left `running` by a refresh whose process or connection is gone as `abandoned`; how many.
+
+    Only a refresh holding the refresh lock inserts and ends a `running` row, and a dead session's lock
+    goes with it: if the lock is free, no `running` row has a live refresh behind it. The lock is tried
+    only when such a row exists, so a look at a healthy database never makes a refresh skip its tick."""
+    found = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM view_refreshes WHERE view_name = %s AND outcome = 'running')", (VIEW,)
+    ).fetchone()
+    if not (found and found[0]) or not locks.try_acquire(conn, locks.REFRESH):
+        return 0
+    try:
+        with conn.transaction():  # a savepoint in a caller's transaction, which a refusal must not abort
+            return _mark_abandoned(conn)
+    except psycopg.errors.InsufficientPrivilege:
+        return 0  # a reader's session: the next refresh (or a look by the application) marks them
+    finally:
+        locks.release(conn, locks.REFRESH)
+
+
+def _mark_abandoned(conn: Conn) -> int:
+    """With the refresh lock held: every row still `running` belongs to a refresh that died."""
+    cur = conn.execute(
+        "UPDATE view_refreshes SET outcome = 'abandoned', error = %s"
+        " WHERE view_name = %s AND outcome = 'running'",
+        (ABANDONED, VIEW),
+    )
+    if cur.rowcount:
+        log.warning("refresh_marked_abandoned", view=VIEW, rows=cur.rowcount)
+    return cur.rowcount
+
+
 def history(conn: Conn, limit: int = 10) -> list[RefreshRecord]:
-    """The view's most recent refreshes, newest first."""
+    """The view's most recent refreshes, newest first (rows of dead refreshes marked abandoned first)."""
+    mark_abandoned(conn)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"SELECT {_COLUMNS} FROM view_refreshes WHERE view_name = %s ORDER BY id DESC LIMIT %s",
@@ -153,12 +186,14 @@ def record_built(conn: Conn, position: int) -> None:
 def status(conn: Conn) -> dict[str, Any]:
     """The view's refresh figures for `powerlog status`, JSON-ready."""
     with _schema_required():
+        mark_abandoned(conn)
         position = source_position(conn)
         populated = is_populated(conn)
         last = last_refresh(conn)
         row = conn.execute(
-            "SELECT count(*) FILTER (WHERE outcome = 'failed'),"
-            " count(*) FILTER (WHERE outcome = 'failed' AND id > %s)"
+            "SELECT count(*) FILTER (WHERE outcome IN ('failed', 'abandoned')),"
+            " count(*) FILTER (WHERE outcome IN ('failed', 'abandoned') AND id > %s),"
+            " count(*) FILTER (WHERE outcome = 'abandoned')"
             " FROM view_refreshes WHERE view_name = %s",
             (last.id if last else 0, VIEW),
         ).fetchone()
@@ -166,7 +201,7 @@ def status(conn: Conn) -> dict[str, Any]:
         latest = history(conn, limit=1)
         holder = locks.holder(conn, locks.REFRESH)
     refreshed_position = (last.source_position or 0) if last else 0
-    last_failed = next((r for r in latest if r.outcome == "failed"), None)
+    last_failed = next((r for r in latest if r.outcome in ("failed", "abandoned")), None)
     return {
         "view": VIEW,
         "populated": populated,
@@ -180,6 +215,7 @@ def status(conn: Conn) -> dict[str, Any]:
         "refreshing_now": holder is not None,
         "failures": int(row[0]),
         "failures_since_last_ok": int(row[1]),
+        "abandoned": int(row[2]),
         "last_error": last_failed.error if last_failed else None,
     }
 
@@ -203,7 +239,7 @@ def _record_failure(db: Database, conn: Conn, refresh_id: int, error: str) -> No
         with db.connect(autocommit=True) as other:
             other.execute(stmt, (error, refresh_id))
     except Exception as exc:
-        # The next refresh marks a row left 'running' as interrupted, so nothing is lost for good.
+        # Left 'running': the next refresh, or `status`, marks it abandoned once this session is gone.
         log.warning("refresh_failure_not_recorded", refresh_id=refresh_id, reason=_one_line(exc, db.dsn))
 
 
@@ -250,7 +286,7 @@ def _refresh_locked(db: Database, conn: Conn, if_stale: bool, concurrently: bool
         if if_stale and not is_stale(conn):
             log.debug("refresh_not_needed", view=VIEW, reason="refreshed by another process meanwhile")
             return RefreshResult("fresh", reason="the view is up to date")
-        _mark_interrupted(conn)
+        _mark_abandoned(conn)
         populated = is_populated(conn)
         mode: Mode = "concurrently" if concurrently and populated else "plain"
         if concurrently and not populated:
@@ -266,17 +302,6 @@ def _refresh_locked(db: Database, conn: Conn, if_stale: bool, concurrently: bool
         refresh_id = int(row[0])
     faults.point("refresh_running")
     return _run(db, conn, refresh_id, mode, position)
-
-
-def _mark_interrupted(conn: Conn) -> None:
-    # We hold the lock, so a row still 'running' belongs to a refresh that died without recording its end.
-    cur = conn.execute(
-        "UPDATE view_refreshes SET outcome = 'failed', error = %s"
-        " WHERE view_name = %s AND outcome = 'running'",
-        (INTERRUPTED, VIEW),
-    )
-    if cur.rowcount:
-        log.warning("refresh_marked_interrupted", view=VIEW, rows=cur.rowcount)
 
 
 def _run(db: Database, conn: Conn, refresh_id: int, mode: Mode, position: int) -> RefreshResult:

@@ -73,6 +73,10 @@ class Settings:
     """`POWERLOG_VIEW_REFRESH`: "project" (`powerlog project` refreshes the view) or "scheduler"."""
     stall_threshold_s: float = 300.0
     """`POWERLOG_STALL_THRESHOLD`: seconds a daemon may be stalled or disconnected before /healthz fails."""
+    swap_lock_timeout_s: float = 0.5
+    """`POWERLOG_SWAP_LOCK_TIMEOUT`: the longest a rebuild's swap waits for a table (readers queue behind it)."""
+    swap_attempts: int = 20
+    """`POWERLOG_SWAP_ATTEMPTS`: how often a rebuild tries its swap, with backoff, before it gives up."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,4 +105,6 @@ class Settings:
             project_batch=_int(env, "POWERLOG_PROJECT_BATCH", 10_000),
             view_refresh=_choice(env, "POWERLOG_VIEW_REFRESH", ("project", "scheduler")),
             stall_threshold_s=_float(env, "POWERLOG_STALL_THRESHOLD", 300.0),
+            swap_lock_timeout_s=_float(env, "POWERLOG_SWAP_LOCK_TIMEOUT", 0.5),
+            swap_attempts=_int(env, "POWERLOG_SWAP_ATTEMPTS", 20),
         )

@@ -6,7 +6,8 @@ POWERLOG_CRASH_SEED and the command's name, or, for the scheduler, also a REFRES
 and killed while it waits, or a time offset after start. After each kill the test runs the command
 again and checks: the log holds whole imports only (gap-free positions, each import's events exactly
 its positions), `verify` passes, the read tables equal a clean rebuild, no shadow, retired or scratch
-schema is left, and no `view_refreshes` row still claims to be running.
+schema is left, and no `view_refreshes` row still claims to be running (for the scheduler: already before
+the re-run, once the killed process's session is gone, `status` shows and stores its row as abandoned).
 
 Marked `crash`: a separate CI step (`pytest -m crash`), left out of the default run.
 """
@@ -29,6 +30,8 @@ from importer.run import run_import
 from projections.audit import rebuilt_hashes, verify
 from projections.fingerprint import table_hashes
 from projections.tables import HISTORY_TABLES, READ_TABLES
+from scheduler.view import ABANDONED
+from store import locks
 from store.connection import Database
 from store.faults import ENV as FAULT_ENV
 from tests.conftest import SAMPLES, settings_for
@@ -97,8 +100,6 @@ def check(dsn: str, what: str) -> None:
                 " (SELECT 1 FROM imports i WHERE i.id = e.import_id AND i.status = 'completed')",
             )
             assert (torn, orphans) == (0, 0), what
-            # TODO(lead): once the integrity helper's abandoned-row display lands, a dead refresh's row
-            # reads as abandoned even before the next refresh; here, after the re-run, none is running.
             assert one(conn, "SELECT count(*) FROM view_refreshes WHERE outcome = 'running'") == 0, what
             assert one(conn, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'powerlog\\_%'") == 0, what
         # The chain, and the read tables equal to a clean rebuild at their checkpoint (one range per import).
@@ -264,6 +265,22 @@ def kill_scheduler_after(dsn: str, seconds: float, log_path: Path) -> None:
     sched.kill()
 
 
+def abandoned_once_its_session_is_gone(dsn: str, moment: str) -> None:
+    """What a look at the database shows after the kill, before anything runs again: no refresh running."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # The killed process's backend ends when it finds its client gone (after its REFRESH, if one runs).
+        wait_for(lambda: locks.holder(conn, locks.REFRESH) is None, "the dead refresh's session to end")
+        st = scheduler.status(conn)
+        assert st["refreshing_now"] is False, moment
+        outcomes = [r.outcome for r in scheduler.history(conn)]
+        assert "running" not in outcomes, (moment, outcomes)
+        assert one(conn, "SELECT count(*) FROM view_refreshes WHERE outcome = 'running'") == 0, moment
+        if moment in ("refresh_running", "refresh_waiting"):
+            # Killed with its row written and its REFRESH not recorded as done.
+            assert outcomes[0] == "abandoned", (moment, outcomes)
+            assert st["last_error"] == ABANDONED, moment
+
+
 def test_scheduler_killed_at_20_seeded_moments(dsn: str, tmp_path: Path) -> None:
     r = rng("scheduler")
     db = imported(dsn, OLD)
@@ -280,6 +297,7 @@ def test_scheduler_killed_at_20_seeded_moments(dsn: str, tmp_path: Path) -> None
                 kill_scheduler_while_its_refresh_waits(dsn, tmp_path / f"s{kill}.log")
             else:
                 kill_scheduler_after(dsn, float(moment.split()[1]), tmp_path / f"s{kill}.log")
+            abandoned_once_its_session_is_gone(dsn, moment)
             result = scheduler.refresh(db, if_stale=True)  # the re-run
             assert result.outcome in ("ok", "fresh"), (moment, result)
             with psycopg.connect(dsn, autocommit=True) as conn:

@@ -8,7 +8,9 @@ import psycopg
 import pytest
 
 import scheduler
-from scheduler.view import INTERRUPTED
+from cli.scheduler import status_rows
+from scheduler.view import ABANDONED
+from store import locks
 from store.connection import Database
 from tests.scheduler.data import advance, background_scheduler, change_one_percent, outcomes, populate
 
@@ -104,7 +106,7 @@ def test_a_view_without_data_is_stale_and_refreshed_plainly(
     assert not scheduler.is_stale(conn)
 
 
-def test_a_row_left_running_is_marked_interrupted_by_the_next_refresh(
+def test_a_row_left_running_is_marked_abandoned_by_the_next_refresh(
     db: Database, conn: psycopg.Connection[Any]
 ) -> None:
     conn.execute(
@@ -113,8 +115,44 @@ def test_a_row_left_running_is_marked_interrupted_by_the_next_refresh(
     )
     assert scheduler.refresh(db).outcome == "ok"
     old, new = reversed(scheduler.history(conn))
-    assert (old.outcome, old.error) == ("failed", INTERRUPTED)
+    assert (old.outcome, old.error) == ("abandoned", ABANDONED)
     assert new.outcome == "ok"
+
+
+def test_a_row_whose_refresh_died_reads_abandoned_in_status_while_a_live_ones_reads_running(
+    dsn: str, conn: psycopg.Connection[Any]
+) -> None:
+    # A refresh as scheduler.refresh runs one: the refresh lock held by its session, its row 'running'.
+    refresher = psycopg.connect(dsn, autocommit=True)
+    try:
+        assert locks.try_acquire(refresher, locks.REFRESH)
+        refresher.execute(
+            "INSERT INTO view_refreshes (view_name, started_at, outcome, mode)"
+            " VALUES ('power_build_summary', now(), 'running', 'concurrently')"
+        )
+        st = scheduler.status(conn)
+        assert st["refreshing_now"] is True and st["failures"] == 0
+        assert [r.outcome for r in scheduler.history(conn)] == ["running"]
+        pid = refresher.info.backend_pid
+        # Killed as SIGKILL kills a process: its session ends without a word.
+        conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,))
+    finally:
+        refresher.close()
+    st = scheduler.status(conn)
+    assert (st["refreshing_now"], st["failures"], st["abandoned"], st["last_error"]) == (
+        False,
+        1,
+        1,
+        ABANDONED,
+    )
+    assert (
+        "failed refreshes",
+        "1 in all (1 abandoned: their process or connection died), 1 since the last success",
+    ) in status_rows(st)
+    [row] = scheduler.history(conn)
+    assert (row.outcome, row.error) == ("abandoned", ABANDONED)
+    # Stored, not only shown: no row claims to be running any more.
+    assert conn.execute("SELECT count(*) FROM view_refreshes WHERE outcome = 'running'").fetchone() == (0,)
 
 
 def test_status_figures(db: Database, conn: psycopg.Connection[Any]) -> None:
