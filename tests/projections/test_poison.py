@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 import projections
 from events import canonical_bytes, content_hash, decode
@@ -17,10 +18,12 @@ from importer.run import run_import
 from projections import projector, stalls
 from projections.audit import rebuilt_hashes
 from projections.fingerprint import table_hashes
+from projections.metrics import Health
 from store import log
 from store.connection import Database
 from tests.conftest import SAMPLES, settings_for
 from tests.e2e.cli import powerlog
+from tests.e2e.daemons import wait_for
 
 OLD = SAMPLES / "mids-20.1224"
 FLARES = "Blaster_Ranged.Fire_Blast.Flares"
@@ -299,5 +302,31 @@ def test_project_refreshes_a_view_left_stale_even_with_nothing_to_apply(dsn: str
             assert conn.execute("SELECT count(*) FROM power_build_summary").fetchone() == powers
         status = json.loads(powerlog("status", "--json", env={"DATABASE_URL": dsn}).stdout)
         assert status["view"]["stale"] is False
+    finally:
+        db.close()
+
+
+def test_the_follower_stalls_at_a_poison_event_names_it_and_keeps_running(dsn: str) -> None:
+    from tests.projections.test_follow import following
+
+    db = Database(settings_for(dsn))
+    health = Health(threshold_s=0.1)
+    try:
+        run_import(db, OLD)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            append_raw(conn, [removed("No.Such.Power"), GOOD])
+        with capture_logs() as logs, following(db, health) as f:
+            wait_for(lambda: f.follower.state == "stalled", "the follower to stall")
+            _, body = wait_for(lambda: (r := health.report())[0] is False and r, "/healthz to fail")
+            assert (
+                f"projection stalled at position {POISON} (power:No.Such.Power, EntityRemoved)"
+                in body["reason"]
+            )
+            assert f.thread.is_alive()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                assert _checkpoints(conn) == {OLD_HEAD}
+                stall = stalls.current(conn, OLD_HEAD)
+                assert stall is not None and stall.position == POISON
+        assert [e["position"] for e in logs if e["event"] == "projection_stalled"][:1] == [POISON]
     finally:
         db.close()
