@@ -64,7 +64,9 @@ def project_command(
     stall_threshold: StallThreshold = None,
 ) -> None:
     """Bring the read tables up to the log's head (each batch and its checkpoint commit together), then
-    refresh power_build_summary if it is stale. --follow wakes on each import; Ctrl-C or SIGTERM stops it.
+    refresh power_build_summary if it is stale (even with nothing to apply). --follow wakes on each import;
+    Ctrl-C or SIGTERM stops it. At an event it cannot apply it stops before it and names it (position,
+    stream, type, reason); `status` shows it stalled.
 
     With --follow it outlives server restarts (reconnecting with backoff), pauses while a rebuild runs,
     and keeps running, saying so, at an event it cannot apply."""

@@ -6,6 +6,7 @@ own), so the log stays valid and only the projector has something to say about t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,7 +24,7 @@ from store import log
 from store.connection import Database
 from tests.conftest import SAMPLES, settings_for
 from tests.e2e.cli import powerlog
-from tests.e2e.daemons import wait_for
+from tests.e2e.daemons import Daemon, wait_for
 
 OLD = SAMPLES / "mids-20.1224"
 FLARES = "Blaster_Ranged.Fire_Blast.Flares"
@@ -328,5 +329,26 @@ def test_the_follower_stalls_at_a_poison_event_names_it_and_keeps_running(dsn: s
                 stall = stalls.current(conn, OLD_HEAD)
                 assert stall is not None and stall.position == POISON
         assert [e["position"] for e in logs if e["event"] == "projection_stalled"][:1] == [POISON]
+    finally:
+        db.close()
+
+
+def test_project_follow_refreshes_a_view_left_stale_at_its_first_round(dsn: str, tmp_path: Path) -> None:
+    db = Database(settings_for(dsn))
+    try:
+        run_import(db, OLD)
+        projections.project(db)  # as a `project` killed before its refresh
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            powers = conn.execute("SELECT count(*) FROM powers").fetchone()
+        follower = Daemon(["project", "--follow", "--poll", "600"], {"DATABASE_URL": dsn}, tmp_path / "f.log")
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                wait_for(
+                    lambda: conn.execute("SELECT count(*) FROM power_build_summary").fetchone() == powers,
+                    "the follower to refresh the view",
+                )
+            assert follower.stop() == 0
+        finally:
+            follower.kill()
     finally:
         db.close()
