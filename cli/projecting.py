@@ -64,7 +64,9 @@ def project_command(
     stall_threshold: StallThreshold = None,
 ) -> None:
     """Bring the read tables up to the log's head (each batch and its checkpoint commit together), then
-    refresh power_build_summary if it is stale. --follow wakes on each import; Ctrl-C or SIGTERM stops it.
+    refresh power_build_summary if it is stale (even with nothing to apply). --follow wakes on each import;
+    Ctrl-C or SIGTERM stops it. At an event it cannot apply it stops before it and names it (position,
+    stream, type, reason); `status` shows it stalled.
 
     With --follow it outlives server restarts (reconnecting with backoff), pauses while a rebuild runs,
     and keeps running, saying so, at an event it cannot apply."""
@@ -77,9 +79,14 @@ def project_command(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
 
+        first = [True]
+
         def on_round(counts: BatchCounts, lag: int) -> None:
-            if counts.changed_tables:
+            # The first round looks even with nothing to apply: a process killed before its refresh may
+            # have left the view behind the tables.
+            if counts.changed_tables or first[0]:
                 _refresh_view(db)
+            first[0] = False
 
         metrics, health = FollowerMetrics(), make_health(stall_threshold)
         with metrics_endpoint(metrics.registry, health, metrics_port, metrics_host):
@@ -89,13 +96,19 @@ def project_command(
         return
     if metrics_port:
         raise typer.BadParameter("only with --follow", param_hint="--metrics-port")
-    with progress_bar("projecting", "positions") as update:
-        counts = projections.project(
-            db, wait=not no_wait, on_batch=_bar_updater(update), on_wait=_say_waiting
-        )
-    _print_counts(counts)
-    if counts.changed_tables:
+    try:
+        with progress_bar("projecting", "positions") as update:
+            counts = projections.project(
+                db, wait=not no_wait, on_batch=_bar_updater(update), on_wait=_say_waiting
+            )
+    except projections.ProjectionStalled:
+        # The batches before the event it stopped at are committed: the view follows them.
         _refresh_view(db)
+        raise
+    _print_counts(counts)
+    # Even with nothing to apply: a `project` killed between its last batch and its refresh left the view
+    # behind the tables (the refresh only runs if the view is stale).
+    _refresh_view(db)
 
 
 def _print_counts(counts: BatchCounts) -> None:
@@ -142,6 +155,7 @@ def rebuild_command(
 def gather_status(db: Database) -> dict[str, Any]:
     import projections
     import scheduler
+    from projections import stalls
     from projections.audit import schema_rows
     from projections.tables import LIVE_SCHEMA
     from store import imports, log
@@ -153,6 +167,7 @@ def gather_status(db: Database) -> dict[str, Any]:
         counts = schema_rows(conn, LIVE_SCHEMA)
         failed = imports.failed_count(conn)
         view = scheduler.status(conn)
+        stall = stalls.current(conn, min(cps.values()))
         # Lag in seconds: how long the oldest event a projector has not applied has been in the log.
         waiting = {
             pos: log.seconds_waiting_after(conn, pos) for pos in set(cps.values()) if pos < head.position
@@ -182,6 +197,7 @@ def gather_status(db: Database) -> dict[str, Any]:
         },
         "failed_imports": failed,
         "view": view,
+        "stalled": stall.as_dict() if stall else None,
     }
 
 
@@ -208,6 +224,17 @@ def status_command(
         )
     else:
         console.print(Text.assemble(("last import", "bold"), " none yet: `powerlog import PATH`"))
+    stalled = st["stalled"]
+    if stalled:
+        console.print(
+            Text.assemble(
+                ("stalled", "bold red"),
+                printable(
+                    f" at position {stalled['position']} ({stalled['stream_id']}, {stalled['event_type']}):"
+                    f" {stalled['reason']} (since {stalled['first_seen_at']}, {stalled['attempts']} attempts)"
+                ),
+            )
+        )
     table = Table(title="projectors")
     for col in ("table", "position", "lag (events)", "lag (seconds)", "rows"):
         table.add_column(col, justify="left" if col == "table" else "right")

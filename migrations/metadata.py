@@ -2,8 +2,9 @@
 
 from sqlalchemy import MetaData
 
+from projections.stalls import metadata as stalls_metadata
 from projections.tables import metadata as projections_metadata
 from scheduler.tables import metadata as scheduler_metadata
 from store.tables import metadata as store_metadata
 
-target_metadata: list[MetaData] = [store_metadata, projections_metadata, scheduler_metadata]
+target_metadata: list[MetaData] = [store_metadata, projections_metadata, scheduler_metadata, stalls_metadata]

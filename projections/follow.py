@@ -1,8 +1,8 @@
 """`project --follow`: keep the live read tables at the log's head for months, beside a production server.
 
 It outlives what a long-running process meets: a server restart (reconnect with capped backoff, LISTEN
-again, catch up by polling what the lost notifications would have said), an event it cannot apply (it
-stops there, says so, keeps running and tries again later), a rebuild (the projector lock is taken per
+again, catch up by polling what the lost notifications would have said), an event it cannot apply
+(`ProjectionStalled`: it stops there, names it, keeps running and tries again later), a rebuild (the projector lock is taken per
 round, not for the process's life, so a rebuild gets in between two rounds and the follower pauses until
 the rebuild has swapped its tables in). It logs changes of state, never an idle round.
 """

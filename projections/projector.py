@@ -1,4 +1,9 @@
-"""Apply the log to the read tables in set-based batches, each with its checkpoint in the same transaction."""
+"""Apply the log to the read tables in set-based batches, each with its checkpoint in the same transaction.
+
+An event that cannot be applied (unknown type or kind, a change or removal of an entity that does not
+exist, an addition of one that does, a patch that fails, a record the table refuses) is never skipped:
+the batch stops before it, the events before it are committed, and `ProjectionStalled` names it.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ import psycopg
 import structlog
 from psycopg import sql
 
-from events import apply
-from projections import temporal
+from events import EVENT_TYPES, PatchError, apply, current_version, event_type
+from projections import stalls, temporal
 from projections.fingerprint import after_import
 from projections.kinds import SPECS, TableSpec
+from projections.stalls import ProjectionStalled
 from projections.tables import CHECKPOINTS, LIVE_SCHEMA
 from store import faults, imports
 from store.log import STAGED, head, stage_range
@@ -25,6 +31,11 @@ _ENCODER = msgspec.json.Encoder()
 # jsonb's binary input: a version byte, then JSON text.
 _JSONB_V1 = b"\x01"
 PROJECTORS = tuple(spec.table for spec in SPECS)
+_KINDS = {spec.kind for spec in SPECS}
+_VERSIONS = {event_type(cls): current_version(event_type(cls)) for cls in EVENT_TYPES}
+# What the database says when a value of one event cannot be written (a number out of range, an operation
+# on the wrong JSON type, a constraint): the event is located and named, never skipped.
+_EVENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 
 
 @dataclass
@@ -42,6 +53,15 @@ class BatchCounts:
     def changed_tables(self) -> bool:
         return any(sum(c.values()) for c in self.applied.values())
 
+    def add(self, batch: BatchCounts) -> None:
+        """Count a committed batch."""
+        for table, counts in batch.applied.items():
+            for what, n in counts.items():
+                self.applied[table][what] += n
+        self.events += batch.events
+        self.batches += batch.batches
+        self.position = batch.position
+
 
 def _q(template: str, schema: str, spec: TableSpec, **more: Any) -> sql.Composed:
     """A statement on one table of the schema; {staged} is the log range `store.log.stage_range` staged."""
@@ -53,10 +73,13 @@ def _q(template: str, schema: str, spec: TableSpec, **more: Any) -> sql.Composed
     )
 
 
-def _column_list(schema: str, spec: TableSpec) -> tuple[sql.Composable, sql.Composable]:
-    """Column names and their expressions over the record `r`, references resolved by natural key."""
+def _column_list(schema: str, spec: TableSpec, key: str) -> tuple[sql.Composable, sql.Composable]:
+    """Column names and their expressions over the record `r`, references resolved by natural key; the key
+    column is `key`, the stream's key (a record naming another is refused before it gets here)."""
     names = [sql.Identifier(c) for c in spec.columns]
-    exprs: list[sql.Composable] = [sql.SQL(e) for e in spec.columns.values()]
+    exprs: list[sql.Composable] = [
+        sql.SQL(key if c == spec.key_column else e) for c, e in spec.columns.items()
+    ]
     for column, (ref_table, ref_key, record_expr, _) in spec.references.items():
         names.append(sql.Identifier(column))
         exprs.append(
@@ -91,8 +114,65 @@ _ID = (
 )
 
 
+def _record(escaped: str, record: str) -> str:
+    return f"CASE WHEN {escaped} THEN powerlog_unmark({record}) ELSE {record} END"
+
+
+def _refuse_unknown(conn: psycopg.Connection[Any], after: int, until: int) -> None:
+    """Stop at the first event of (after, until] of a type, schema version or entity kind this code does not
+    know: applying it as something else, or not at all, would misstate the tables."""
+    rows = conn.execute(
+        "SELECT event_type, schema_version, split_part(stream_id, ':', 1), min(global_position) FROM events"
+        " WHERE global_position > %s AND global_position <= %s GROUP BY 1, 2, 3",
+        (after, until),
+    ).fetchall()
+    refused: list[tuple[int, str]] = []
+    for etype, version, kind, position in rows:
+        if etype not in _VERSIONS:
+            refused.append((position, f"unknown event type {etype!r}"))
+        elif not 1 <= version <= _VERSIONS[etype]:
+            refused.append(
+                (
+                    position,
+                    f"{etype} schema_version {version} is not one this powerlog knows (1 to "
+                    f"{_VERSIONS[etype]}): upgrade powerlog",
+                )
+            )
+        elif kind not in _KINDS:
+            refused.append((position, f"unknown entity kind {kind!r}"))
+    if refused:
+        position, reason = min(refused)
+        raise _stalled_at(conn, position, reason)
+
+
+def _stalled_at(conn: psycopg.Connection[Any], position: int, reason: str) -> ProjectionStalled:
+    row = conn.execute(
+        "SELECT stream_id, event_type FROM events WHERE global_position = %s", (position,)
+    ).fetchone()
+    stream, etype = row if row else ("?", "?")
+    return ProjectionStalled(position, stream, etype, reason)
+
+
 # The record `r` is computed in a subquery kept apart by OFFSET 0: otherwise the planner inlines it and
 # evaluates the patch and unmarking once per column that reads `r`.
+_CHECK_ROUND = (
+    "SELECT global_position, stream_id, event_type, reason FROM ("
+    " SELECT x.global_position, x.stream_id, x.event_type, CASE"
+    "  WHEN x.event_type = 'EntityAdded' AND t.id IS NOT NULL THEN 'it adds an entity that exists already'"
+    "  WHEN x.event_type <> 'EntityAdded' AND t.id IS NULL"
+    "   THEN 'the entity it ' || CASE x.event_type WHEN 'EntityChanged' THEN 'changes' ELSE 'removes' END"
+    "    || ' does not exist'"
+    "  WHEN x.event_type = 'EntityAdded' THEN x.refused END AS reason"
+    " FROM (SELECT b.global_position, b.stream_id, b.event_type, b.key, {refusal} AS refused FROM"
+    "  (SELECT b.*, b.key AS k, " + _record("b.escaped", "e.data->'record'") + " AS r FROM {staged} b"
+    "   LEFT JOIN events e ON b.event_type = 'EntityAdded' AND e.global_position = b.global_position"
+    "    AND e.global_position > %s AND e.global_position <= %s"
+    "   WHERE b.kind = %s AND b.rn = %s OFFSET 0) b) x"
+    " LEFT JOIN {table} t ON t.{key} = x.key) c"
+    " WHERE reason IS NOT NULL ORDER BY global_position LIMIT 1"
+)
+
+
 def _apply_round(
     conn: psycopg.Connection[Any],
     schema: str,
@@ -101,7 +181,13 @@ def _apply_round(
     bounds: tuple[int, int],
     counts: BatchCounts,
 ) -> None:
-    names, exprs = _column_list(schema, spec)
+    # Checked against the table as the earlier rounds left it: a stream has one event per round.
+    refused = conn.execute(
+        _q(_CHECK_ROUND, schema, spec, refusal=sql.SQL(spec.refusal)), (*bounds, spec.kind, rn)
+    ).fetchone()
+    if refused is not None:
+        raise ProjectionStalled(*refused)
+    names, exprs = _column_list(schema, spec, "x.key")
     applied = counts.applied[spec.table]
     cur = conn.execute(
         _q(
@@ -113,28 +199,22 @@ def _apply_round(
         (spec.kind, rn),
     )
     applied["removed"] += max(cur.rowcount, 0)
-    updates = sql.SQL(", ").join(
-        sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
-        for c in (*spec.columns, *spec.references)
-    )
     cur = conn.execute(
         _q(
             "INSERT INTO {table} (id, {names}) SELECT " + _ID + ", {exprs} FROM"
-            " (SELECT b.*, CASE WHEN b.escaped THEN powerlog_unmark(e.data->'record') ELSE e.data->'record' END AS r"
+            " (SELECT b.*, " + _record("b.escaped", "e.data->'record'") + " AS r"
             "  FROM {staged} b JOIN events e ON e.global_position = b.global_position"
             "   AND e.global_position > %s AND e.global_position <= %s"
-            "  WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityAdded' OFFSET 0) x"
-            " ON CONFLICT ({key}) DO UPDATE SET {updates}",
+            "  WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityAdded' OFFSET 0) x",
             schema,
             spec,
             names=names,
             exprs=exprs,
-            updates=updates,
         ),
         (*bounds, spec.kind, rn),
     )
     applied["added"] += max(cur.rowcount, 0)
-    applied["changed"] += _apply_changes(conn, schema, spec, rn, bounds, names, exprs)
+    applied["changed"] += _apply_changes(conn, schema, spec, rn, bounds)
 
 
 def _resolve_dangling(conn: psycopg.Connection[Any], schema: str, spec: TableSpec) -> None:
@@ -166,8 +246,6 @@ def _apply_changes(
     spec: TableSpec,
     rn: int,
     bounds: tuple[int, int],
-    names: sql.Composable,
-    exprs: sql.Composable,
 ) -> int:
     """Patch the rows of this round's EntityChanged events.
 
@@ -176,7 +254,9 @@ def _apply_changes(
     """
     rows = conn.execute(
         _q(
-            "SELECT b.key, e.data->'patch', b.escaped, " + spec.record_from_row + " FROM {staged} b"
+            "SELECT b.global_position, b.stream_id, b.key, e.data->'patch', b.escaped, "
+            + spec.record_from_row
+            + " FROM {staged} b"
             " JOIN events e ON e.global_position = b.global_position AND e.global_position > %s"
             " AND e.global_position <= %s JOIN {table} t ON t.{key} = b.key"
             " WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged'",
@@ -189,17 +269,38 @@ def _apply_changes(
     if not rows:
         return 0
     conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS patched_records (k text, r jsonb, escaped bool) ON COMMIT DELETE ROWS"
+        "CREATE TEMP TABLE IF NOT EXISTS patched_records"
+        " (position bigint, stream_id text, k text, r jsonb, escaped bool) ON COMMIT DELETE ROWS"
     )
     conn.execute("TRUNCATE patched_records")
-    with conn.cursor().copy("COPY patched_records (k, r, escaped) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["text", "bytea", "bool"])
-        for key, patch, escaped, record in rows:
-            copy.write_row((key, _JSONB_V1 + _ENCODER.encode(apply(record, patch)), escaped))
+    with conn.cursor().copy(
+        "COPY patched_records (position, stream_id, k, r, escaped) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "text", "text", "bytea", "bool"])
+        for position, sid, key, patch, escaped, record in sorted(rows):
+            copy.write_row(
+                (
+                    position,
+                    sid,
+                    key,
+                    _JSONB_V1 + _ENCODER.encode(_patched(position, sid, record, patch)),
+                    escaped,
+                )
+            )
+    refused = conn.execute(
+        sql.SQL(
+            "SELECT position, stream_id, 'EntityChanged', reason FROM (SELECT position, stream_id, {refusal}"
+            " AS reason FROM (SELECT position, stream_id, k, " + _record("escaped", "r") + " AS r"
+            " FROM patched_records OFFSET 0) x) c WHERE reason IS NOT NULL ORDER BY position LIMIT 1"
+        ).format(refusal=sql.SQL(spec.refusal))
+    ).fetchone()
+    if refused is not None:
+        raise ProjectionStalled(*refused)
+    names, exprs = _column_list(schema, spec, "x.k")
     cur = conn.execute(
         _q(
             "UPDATE {table} SET ({names}) = ({exprs}) FROM"
-            " (SELECT k, CASE WHEN escaped THEN powerlog_unmark(r) ELSE r END AS r FROM patched_records OFFSET 0) x"
+            " (SELECT k, " + _record("escaped", "r") + " AS r FROM patched_records OFFSET 0) x"
             " WHERE {table}.{key} = x.k",
             schema,
             spec,
@@ -210,11 +311,21 @@ def _apply_changes(
     return max(cur.rowcount, 0)
 
 
+def _patched(position: int, sid: str, record: Any, patch: Any) -> Any:
+    if not isinstance(patch, list):
+        raise ProjectionStalled(position, sid, "EntityChanged", "its patch is not a JSON array")
+    try:
+        return apply(record, patch)
+    except PatchError as exc:
+        raise ProjectionStalled(position, sid, "EntityChanged", f"its patch does not apply: {exc}") from None
+
+
 def apply_range(
     conn: psycopg.Connection[Any], schema: str, after: int, until: int, counts: BatchCounts
 ) -> None:
     """Apply events (after, until] to the schema's tables and move its checkpoints, in the caller's transaction."""
     staged = stage_range(conn, after, until)
+    _refuse_unknown(conn, after, until)
     for rn in range(1, staged.rounds + 1):
         for spec in SPECS:
             # The range bounds let the planner read `events` by primary key, not scan all of it.
@@ -247,7 +358,8 @@ def catch_up(
     `range_size` positions (POWERLOG_PROJECT_BATCH).
 
     `conn` must not be in a transaction: each range commits on its own, so a crash loses at most the
-    range in flight, and the next run resumes from the checkpoint.
+    range in flight, and the next run resumes from the checkpoint. At an event it cannot apply it commits
+    the events before it and raises `ProjectionStalled`, recorded in `projection_stalls` for the live tables.
     """
     counts = BatchCounts()
     target = head(conn).position if until is None else until
@@ -258,13 +370,94 @@ def catch_up(
     boundaries = imports.boundaries(conn, position, target)
     while position < target:
         end = min([position + range_size, target, *(b for b in boundaries if b > position)])
-        with conn.transaction():
-            apply_range(conn, schema, position, end, counts)
-            if schema == LIVE_SCHEMA and end in boundaries:
-                imports.set_fingerprint(conn, boundaries[end], after_import(conn, schema, boundaries[end]))
-            faults.point("project_batch", counts.batches)
+        stalled = _apply_until_refused(conn, schema, position, end, boundaries, counts)
+        if stalled is not None:
+            if on_batch and counts.position > position:
+                on_batch(counts, target)
+            raise _stall(conn, schema, stalled)
         position = end
         log.debug("projection_batch", schema=schema, position=position, target=target, events=counts.events)
         if on_batch:
             on_batch(counts, target)
     return counts
+
+
+def _commit_range(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    after: int,
+    until: int,
+    boundaries: dict[int, int],
+    counts: BatchCounts,
+) -> None:
+    batch = BatchCounts()
+    with conn.transaction():
+        apply_range(conn, schema, after, until, batch)
+        if schema == LIVE_SCHEMA:
+            stalls.clear_through(conn, until)
+            if until in boundaries:
+                imports.set_fingerprint(
+                    conn, boundaries[until], after_import(conn, schema, boundaries[until])
+                )
+        faults.point("project_batch", counts.batches + 1)
+    counts.add(batch)
+
+
+def _apply_until_refused(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    after: int,
+    until: int,
+    boundaries: dict[int, int],
+    counts: BatchCounts,
+) -> ProjectionStalled | None:
+    """Commit (after, until]; if an event of it cannot be applied, commit the events before the first such
+    event instead, and return why it cannot."""
+    first: ProjectionStalled | None = None
+    end = until
+    while end > after:
+        try:
+            _commit_range(conn, schema, after, end, boundaries, counts)
+            return first
+        except ProjectionStalled as exc:
+            first = exc
+        except _EVENT_ERRORS as exc:
+            first = _locate(conn, schema, after, end, exc)
+        # Another event before it may be refused too (found in an earlier round, or by another check).
+        end = first.position - 1
+    return first
+
+
+def _locate(
+    conn: psycopg.Connection[Any], schema: str, after: int, until: int, error: psycopg.Error
+) -> ProjectionStalled:
+    """The event of (after, until] the database refused, found by halving the range: (after, lo] applies,
+    (after, hi] does not, so event hi is the one."""
+    lo, hi = after, until
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            with conn.transaction():
+                apply_range(conn, schema, after, mid, BatchCounts())
+                raise psycopg.Rollback()
+            lo = mid
+        except ProjectionStalled as exc:
+            return exc
+        except _EVENT_ERRORS as exc:
+            hi, error = mid, exc
+    text = " ".join(str(error).split()) or type(error).__name__
+    return _stalled_at(conn, hi, f"the database refused it: {text}")
+
+
+def _stall(conn: psycopg.Connection[Any], schema: str, stalled: ProjectionStalled) -> ProjectionStalled:
+    if schema == LIVE_SCHEMA:
+        stalls.record(conn, stalled)
+    log.error(
+        "projection_stalled",
+        schema=schema,
+        position=stalled.position,
+        stream=stalled.stream_id,
+        event_type=stalled.event_type,
+        reason=stalled.reason,
+    )
+    return stalled
