@@ -1,6 +1,7 @@
-"""Parse one export file: whole with json.loads when small, item by item with ijson when big, same rules.
+"""Parse one export file: whole when small (msgspec, else json.loads to say where a problem is), item by item
+with ijson when big, same rules.
 
-Both paths refuse invalid UTF-8, lone surrogate escapes, duplicate keys in an object, NaN and
+Every path refuses invalid UTF-8, lone surrogate escapes, duplicate keys in an object, NaN and
 infinities, integers beyond 64 bits and nesting deeper than the limit, so they give the same values.
 """
 
@@ -13,6 +14,10 @@ import re
 from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
+import msgspec
+
+from events.canonical import canonical_bytes
+from events.errors import CanonicalError
 from importer import _ijson
 from importer.archive import Export, MeteredReader
 from importer.errors import ImportInputError
@@ -26,15 +31,21 @@ _BIG_EXPONENTS: Final = (b"e000", b"E000", b"e+000", b"E+000")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _STREAM_BUFFER: Final = 64 * 1024
 
-Item = tuple[str, int, Any]
+_DECODER: Final = msgspec.json.Decoder()
+_COLON_ESCAPES: Final = (b"\\u003a", b"\\u003A")
+
+Item = tuple[str, int, Any, bytes | None]
+"""(array, index, item, the item's canonical bytes when the parser already made them)"""
 PathPart = str | int
 
 
 class ParsedFile(NamedTuple):
-    """A file's top-level fields other than the streamed arrays, and those arrays' items in document order."""
+    """A file's top-level fields other than the streamed arrays, and those arrays' items in document order;
+    `rest_data` is the canonical form of `rest` when the parser already made it."""
 
     rest: dict[str, Any]
     items: Iterator[Item]
+    rest_data: bytes | None = None
 
 
 def parse_file(export: Export, rel: str, arrays: tuple[str, ...], limits: ReadLimits) -> ParsedFile:
@@ -43,6 +54,9 @@ def parse_file(export: Export, rel: str, arrays: tuple[str, ...], limits: ReadLi
         with export.open(rel) as f:
             raw = _read_at_most(f, limits.whole_parse_max_bytes + 1)
         if len(raw) <= limits.whole_parse_max_bytes:
+            fast = _parse_fast(raw, arrays, limits.max_depth)
+            if fast is not None:
+                return fast
             try:
                 document = loads_whole(raw, rel, limits.max_depth)
             except RecursionError:
@@ -78,6 +92,49 @@ def json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "null"
+
+
+# --- whole-file fast path ----------------------------------------------------------------------
+
+
+def _parse_fast(raw: bytes, arrays: tuple[str, ...], max_depth: int) -> ParsedFile | None:
+    """The file through msgspec, with the canonical form of every record made here; None when anything
+    is off, and the whole-file path below then reads it again to say what and where.
+
+    msgspec refuses invalid UTF-8, lone surrogates, NaN, infinities and overflowing floats, but takes
+    integers of any size and keeps the last of duplicated keys; those two are checked here. A key given
+    twice drops a `:` (and whatever its first value held) from the canonical form, which keeps every
+    other `:` of the file's strings, so the counts differ exactly when a key was duplicated (a `:` written
+    as an escape, which could make up for a dropped one, sends the file to the checking path).
+    """
+    body = raw[len(BOM) :] if raw.startswith(BOM) else raw
+    if any(escape in body for escape in _COLON_ESCAPES) or _may_overflow(body):
+        return None
+    try:
+        document = _DECODER.decode(body)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    if type(document) is not dict or any(type(document.get(key)) is not list for key in arrays):
+        return None
+    rest = {key: value for key, value in document.items() if key not in arrays}
+    try:
+        rest_data = canonical_bytes(rest)
+        data = {key: [canonical_bytes(item) for item in document[key]] for key in arrays}
+    except CanonicalError:
+        return None
+    colons = rest_data.count(b":") + len(arrays)
+    for canonical in data.values():
+        colons += sum(d.count(b":") for d in canonical)
+    if colons != body.count(b":") or _depth(document) > max_depth:
+        return None
+
+    def items() -> Iterator[Item]:
+        for key, value in document.items():
+            if key in arrays:
+                for index, (item, canonical) in enumerate(zip(value, data[key], strict=True)):
+                    yield key, index, item, canonical
+
+    return ParsedFile(rest, items(), rest_data)
 
 
 # --- whole-file path ---------------------------------------------------------------------------
@@ -207,7 +264,7 @@ def _split(document: dict[str, Any], rel: str, arrays: tuple[str, ...]) -> Parse
         for key, value in document.items():
             if key in arrays:
                 for index, item in enumerate(value):
-                    yield key, index, item
+                    yield key, index, item, None
 
     return ParsedFile(rest, items())
 
@@ -234,7 +291,7 @@ def _parse_streaming(export: Export, rel: str, arrays: tuple[str, ...], limits: 
         with export.open(rel) as f:
             for kind, key, index, value in _stream_document(f, rel, arrays, limits.max_depth):
                 if kind == "item":
-                    yield key, index, value
+                    yield key, index, value, None
 
     return ParsedFile(rest, items())
 
