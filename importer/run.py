@@ -12,6 +12,7 @@ from typing import Any, Final
 import psycopg
 import structlog
 
+from importer import diff as chunking
 from importer.diff import Differ, empty_counts
 from importer.errors import ImportInputError, ImportInterrupted
 from importer.limits import ReadLimits
@@ -75,6 +76,8 @@ def _utf8(text: str) -> str:
 BATCH_BYTES: Final = 16 * 1024 * 1024
 """Bytes of records an append batch holds at most (besides POWERLOG_IMPORT_BATCH events): a batch waits in
 memory while its chunk's heads are fetched, so its size, not the export's, bounds the import's memory."""
+LIVE_FETCH: Final = 5000
+"""Live streams fetched at a time by the server-side cursor that looks for removed entities."""
 
 
 def run_import(
@@ -157,6 +160,8 @@ def _run(
         differ = Differ(
             lambda sids: log.heads_of(conn, sids),
             lambda sids: log.current_records(conn, sids),
+            chunk_records=chunking.CHUNK_RECORDS,
+            chunk_bytes=chunking.CHUNK_BYTES,
             counts=result.counts,
         )
         import_id: int | None = None
@@ -206,7 +211,7 @@ def _run(
             add(differ.feed(rec.kind, rec.key, rec.data))
         add(differ.flush())
         # Every record has been read: the streams not seen are the ones to remove.
-        add(differ.removals(log.live_streams(conn), reader.seen))
+        add(differ.removals(log.live_streams(conn, LIVE_FETCH), reader.seen))
         flush()
         result.files = files_total
         result.warnings = [w.as_dict() for w in reader.warnings]
