@@ -32,6 +32,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _STREAM_BUFFER: Final = 64 * 1024
 
 _DECODER: Final = msgspec.json.Decoder()
+_COLON_ESCAPE_START: Final = b"\\u003"
 _COLON_ESCAPES: Final = (b"\\u003a", b"\\u003A")
 
 Item = tuple[str, int, Any, bytes | None]
@@ -108,7 +109,9 @@ def _parse_fast(raw: bytes, arrays: tuple[str, ...], max_depth: int) -> ParsedFi
     as an escape, which could make up for a dropped one, sends the file to the checking path).
     """
     body = raw[len(BOM) :] if raw.startswith(BOM) else raw
-    if any(escape in body for escape in _COLON_ESCAPES) or _may_overflow(body):
+    if max_depth < 3 or (_COLON_ESCAPE_START in body and any(e in body for e in _COLON_ESCAPES)):
+        return None
+    if _may_overflow(body):
         return None
     try:
         document = _DECODER.decode(body)
@@ -125,7 +128,15 @@ def _parse_fast(raw: bytes, arrays: tuple[str, ...], max_depth: int) -> ParsedFi
     colons = rest_data.count(b":") + len(arrays)
     for canonical in data.values():
         colons += sum(d.count(b":") for d in canonical)
-    if colons != body.count(b":") or _depth(document) > max_depth:
+    if colons != body.count(b":"):
+        return None
+    # Depth: a value holds at least as many `{` and `[` as it is deep (strings can only add some), so only
+    # the few values with many are walked. The rest sits at the top (depth 1), items at depth 3.
+    if _too_deep_for(rest, rest_data, max_depth) or any(
+        _too_deep_for(item, canonical, max_depth - 2)
+        for key in arrays
+        for item, canonical in zip(document[key], data[key], strict=True)
+    ):
         return None
 
     def items() -> Iterator[Item]:
@@ -226,6 +237,12 @@ def _depth(document: Any) -> int:
             if kind is dict or kind is list or kind is _Duplicated:
                 stack.append((child, depth + 1))
     return deepest
+
+
+def _too_deep_for(value: Any, canonical: bytes, limit: int) -> bool:
+    if canonical.count(b"{") + canonical.count(b"[") <= limit:
+        return False
+    return type(value) in (dict, list) and _depth(value) > limit
 
 
 def _may_overflow(raw: bytes) -> bool:
