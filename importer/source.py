@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from events.mids import ARCHETYPES_FILE, ENHANCEMENTS_FILE, KINDS, NOTE_FILES, P
 from importer.archive import Export, open_export
 from importer.errors import ImportInputError
 from importer.jsonread import ParsedFile, json_path, json_type, parse_file
+from importer.keyset import KeySet
 from importer.limits import DEFAULT_LIMITS, ReadLimits
 
 # kind, its array in the file (None: the file itself), its natural key field
@@ -43,12 +43,6 @@ class SourceRecord(NamedTuple):
     record: dict[str, Any]
     location: str
     data: bytes
-
-
-def key_digest(key: str) -> bytes:
-    """16 bytes standing for a natural key in the reader's record of keys seen: a few hundred thousand keys
-    then take some tens of MB instead of the keys' own size, and never collide in practice (2**-128)."""
-    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +107,9 @@ class ExportReader:
         self.duplicates: dict[Kind, int] = dict.fromkeys(KINDS, 0)
         self._export = export
         self._files = self._layout(export)
-        # Per kind, key digest -> where it was first read, as file number << 32 | index + 1: small, unlike
-        # the keys and location strings, for an export of hundreds of thousands of records.
-        self._seen: dict[Kind, dict[bytes, int]] = {kind: {} for kind in KINDS}
+        # Per kind, key -> where it was first read, as file number << 32 | index + 1: a few dozen bytes a
+        # key, for exports of hundreds of thousands of records.
+        self._seen: dict[Kind, KeySet] = {kind: KeySet() for kind in KINDS}
         self._started = False
         self._complete = False
         self._archetypes: ParsedFile | None = parse_file(export, ARCHETYPES_FILE, ("Archetypes",), limits)
@@ -129,7 +123,7 @@ class ExportReader:
     def seen(self, kind: str, key: str) -> bool:
         """Whether a record of this kind and key has been read so far."""
         seen = self._seen.get(kind)  # type: ignore[call-overload]
-        return seen is not None and key_digest(key) in seen
+        return seen is not None and key in seen
 
     @property
     def complete(self) -> bool:
@@ -260,10 +254,9 @@ class ExportReader:
     ) -> SourceRecord | None:
         location = self._location(kind, number, index)
         seen = self._seen[kind]
-        digest = key_digest(key)
-        first = seen.get(digest)
+        first = seen.get(key)
         if first is None:
-            seen[digest] = number << 32 | (index + 1)
+            seen.add(key, number << 32 | (index + 1))
             self.counts[kind] += 1
             return SourceRecord(kind, key, item, location, canonical_bytes(item) if data is None else data)
         first_location = self._location(kind, first >> 32, (first & 0xFFFFFFFF) - 1)
