@@ -1,7 +1,7 @@
 """Every powerlog command on real-shaped releases at several scales, each against its ceiling, on one server.
 
     .venv/bin/python bench/run.py [--scales 1,3,10,30] [--full] [--name NAME] [--seed 1]
-                                  [--work /tmp/powerlog-synth] [--no-peer]
+                                  [--work /tmp/powerlog-synth] [--no-peer] [--only import]
 
 Per scale (bench/synth.py: the real mids-21.0331 export copied N times, and one derived release changing
 5 % of the powers, adding 0.5 %, removing 0.5 %), on one fresh database of one server (DATABASE_URL when
@@ -29,7 +29,8 @@ time the view. Then, on the same server in the same run:
   (`insert_events`, one chunk per call) into its own table; events/s of each (skipped with --no-peer or
   when eventsourcing is not installed: `pip install -e '.[bench]'`).
 
-`--full` adds scale 120 with the import, incremental import, project and rebuild rows only. Writes
+`--full` adds scale 120 with the import, incremental import, project and rebuild rows only. `--only import`
+keeps the import rows (first, incremental, both no-change re-imports) and the import ceiling. Writes
 bench/results/run-NAME.{md,json} (NAME: --name, default the server's major version).
 """
 
@@ -447,18 +448,23 @@ def noop_copy(release: Path, target: Path) -> Path:
     return target
 
 
-def _steps(step: Any, db: Database, r00: Path, r01: Path, out: Path, full_only: bool) -> None:
+def _steps(
+    step: Any, db: Database, r00: Path, r01: Path, out: Path, full_only: bool, only: str | None = None
+) -> None:
     step("CLI start-up (powerlog --help)", db, "--help")
 
     step("first import", db, "import", str(r00))
-    step("project (from empty)", db, "project")
-    step("refresh --plain (first)", db, "refresh", "--plain")
+    if only != "import":
+        step("project (from empty)", db, "project")
+        step("refresh --plain (first)", db, "refresh", "--plain")
     step("incremental import", db, "import", str(r01))
     step("no-change re-import (shortcut)", db, "import", str(r01))
     if not full_only:
         noop = noop_copy(r01, out / "r01-noop")
         step("no-change re-import (full read)", db, "import", str(noop))
         shutil.rmtree(noop)
+    if only == "import":
+        return
     step("project (incremental)", db, "project")
     step("refresh (concurrently)", db, "refresh")
     step("refresh --plain", db, "refresh", "--plain")
@@ -499,7 +505,7 @@ def run_scale(admin: str, scale: int, args: argparse.Namespace, full_only: bool)
     }
     with fresh_database(admin) as db:
         try:
-            _steps(step, db, r00, r01, out, full_only)
+            _steps(step, db, r00, r01, out, full_only, args.only)
         except StepFailed as exc:
             row["failed"] = str(exc)
             print(f"  FAILED: {exc}", file=sys.stderr)
@@ -515,6 +521,8 @@ def run_scale(admin: str, scale: int, args: argparse.Namespace, full_only: bool)
         )
         row["import_ceiling"] = import_ceiling(db, r00)
         print(f"  import ceiling: {row['import_ceiling']['seconds']:.2f} s", file=sys.stderr)
+        if args.only == "import":
+            return row
         row["rebuild_ceiling"] = rebuild_ceiling(db, r01)
         print(
             f"  rebuild ceiling: {row['rebuild_ceiling']['seconds']:.2f} s {row['rebuild_ceiling']['steps']}",
@@ -629,6 +637,12 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=SHARED_DATA / "mids-21.0331")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "powerlog-synth")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--only",
+        choices=["import"],
+        default=None,
+        help="import: only the import rows (first, incremental, no-change re-imports) and the import ceiling",
+    )
     parser.add_argument("--sets", type=int, default=None, help="only this many powerset files (a quick try)")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

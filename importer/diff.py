@@ -1,101 +1,112 @@
-"""Compare an export's records with the log's stream heads and produce the events for the difference."""
+"""Compare an export's records with the log's stream heads and produce the events for the difference.
+
+Memory stays bounded whatever the export's size: records wait here as canonical bytes, a chunk at a time
+(bounded in count and bytes), and are compared with the heads of their own streams only, fetched for the
+chunk; the live streams an export no longer holds are found at the end by walking `streams` on the server.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Final, NamedTuple
 
 import msgspec
 
-from events import EntityAdded, EntityChanged, EntityRemoved, canonical_bytes, diff, stream_id
+from events import EntityAdded, EntityChanged, EntityRemoved, diff, stream_id
 from events.mids import KINDS, OUTCOMES
 from store.log import Pending, StreamHead
+
+MiB: Final = 1024 * 1024
+CHUNK_RECORDS: Final = 2000
+"""Records compared with their streams' heads per query."""
+CHUNK_BYTES: Final = 8 * MiB
+"""Canonical bytes held before a chunk is compared, whatever its count."""
 
 
 def empty_counts() -> dict[str, dict[str, int]]:
     return {kind: dict.fromkeys(OUTCOMES, 0) for kind in KINDS}
 
 
-class _Changed(NamedTuple):
-    """A record whose hash differs from its stream's head: its event waits for the previous record."""
-
+class _Record(NamedTuple):
     kind: str
     key: str
-    record: Any
+    sid: str
     data: bytes
     digest: str
-    head: StreamHead
 
 
 @dataclass
 class Differ:
-    """Feed it every record of an export; it yields the events that bring the log up to that export.
+    """Feed it every record of an export; it gives the events that bring the log up to that export, in the
+    order the records were read, then `removals` for the streams the export no longer holds.
 
-    Changed records need their previous record, which lives in `streams`; they are collected and
-    fetched in batches through `fetch_records` rather than one query each.
+    `fetch_heads` gives the heads of the streams asked for (those that exist); `fetch_records` the current
+    records (JSON bytes) of live streams, for the patches of changed records.
     """
 
-    heads: dict[str, StreamHead]
+    fetch_heads: Callable[[list[str]], dict[str, StreamHead]]
     fetch_records: Callable[[list[str]], dict[str, bytes]]
-    batch_size: int = 2000
+    chunk_records: int = CHUNK_RECORDS
+    chunk_bytes: int = CHUNK_BYTES
     counts: dict[str, dict[str, int]] = field(default_factory=empty_counts)
-    _seen: set[str] = field(default_factory=set)
-    _changed: list[_Changed] = field(default_factory=list)
+    _chunk: list[_Record] = field(default_factory=list)
+    _chunk_size: int = 0
 
-    def feed(self, kind: str, key: str, record: Any) -> list[Pending]:
-        """One source record; returns the events ready so far (possibly none)."""
-        sid = stream_id(kind, key)
-        self._seen.add(sid)
-        data = canonical_bytes(record)
+    def feed(self, kind: str, key: str, data: bytes) -> list[Pending]:
+        """One source record as canonical bytes; returns the events ready so far (possibly none)."""
         digest = hashlib.sha256(data).hexdigest()  # content_hash, without encoding twice
-        head = self.heads.get(sid)
-        if head is None or head.removed:
-            self.counts[kind]["added"] += 1
-            expected = 0 if head is None else head.version
-            return [Pending(EntityAdded(kind=kind, key=key, record=record, hash=digest), expected, data)]
-        if head.hash == digest:
-            self.counts[kind]["unchanged"] += 1
-            return []
-        self.counts[kind]["changed"] += 1
-        self._changed.append(_Changed(kind, key, record, data, digest, head))
-        if len(self._changed) >= self.batch_size:
+        self._chunk.append(_Record(kind, key, stream_id(kind, key), data, digest))
+        self._chunk_size += len(data)
+        if len(self._chunk) >= self.chunk_records or self._chunk_size >= self.chunk_bytes:
             return self.flush()
         return []
 
     def flush(self) -> list[Pending]:
-        """Events for the changed records collected so far."""
-        if not self._changed:
+        """Events for the records fed since the last flush."""
+        chunk, self._chunk, self._chunk_size = self._chunk, [], 0
+        if not chunk:
             return []
-        previous = self.fetch_records([c.head.stream_id for c in self._changed])
+        heads = self.fetch_heads([r.sid for r in chunk])
+        changed = [r.sid for r in chunk if (h := heads.get(r.sid)) and not h.removed and h.hash != r.digest]
+        previous = self.fetch_records(changed) if changed else {}
         out = []
-        for c in self._changed:
-            old = msgspec.json.decode(previous[c.head.stream_id])
-            ev = EntityChanged(
-                kind=c.kind,
-                key=c.key,
-                patch=diff(old, c.record),
-                previous_hash=c.head.hash or "",
-                hash=c.digest,
-            )
-            out.append(Pending(ev, c.head.version, c.data))
-        self._changed.clear()
+        for r in chunk:
+            head = heads.get(r.sid)
+            counts = self.counts[r.kind]
+            if head is None or head.removed:
+                counts["added"] += 1
+                expected = 0 if head is None else head.version
+                # The record goes to the log as the canonical bytes it already is (store.log splices them).
+                event = EntityAdded(kind=r.kind, key=r.key, record=msgspec.Raw(r.data), hash=r.digest)
+                out.append(Pending(event, expected, r.data))
+            elif head.hash == r.digest:
+                counts["unchanged"] += 1
+            else:
+                counts["changed"] += 1
+                old = msgspec.json.decode(previous[r.sid])
+                ev = EntityChanged(
+                    kind=r.kind,
+                    key=r.key,
+                    patch=diff(old, msgspec.json.decode(r.data)),
+                    previous_hash=head.hash or "",
+                    hash=r.digest,
+                )
+                out.append(Pending(ev, head.version, r.data))
         return out
 
-    def removals(self, kinds: Iterable[str] = KINDS) -> list[Pending]:
-        """Tombstones for every live stream of these kinds that the export no longer holds."""
+    def removals(
+        self, live: Iterable[StreamHead], seen: Callable[[str, str], bool], kinds: Sequence[str] = KINDS
+    ) -> Iterator[Pending]:
+        """Tombstones for every live stream of these kinds that the export did not hold (`seen`)."""
         wanted = set(kinds)
-        out = []
-        for sid, head in self.heads.items():
-            if head.removed or sid in self._seen or head.kind not in wanted:
+        for head in live:
+            if head.removed or head.kind not in wanted or seen(head.kind, head.key):
                 continue
             self.counts[head.kind]["removed"] += 1
-            out.append(
-                Pending(
-                    EntityRemoved(kind=head.kind, key=head.key, previous_hash=head.hash or ""),
-                    head.version,
-                    None,
-                )
+            yield Pending(
+                EntityRemoved(kind=head.kind, key=head.key, previous_hash=head.hash or ""),
+                head.version,
+                None,
             )
-        return out

@@ -1,6 +1,7 @@
-"""Parse one export file: whole with json.loads when small, item by item with ijson when big, same rules.
+"""Parse one export file: whole when small (msgspec, else json.loads to say where a problem is), item by item
+with ijson when big, same rules.
 
-Both paths refuse invalid UTF-8, lone surrogate escapes, duplicate keys in an object, NaN and
+Every path refuses invalid UTF-8, lone surrogate escapes, duplicate keys in an object, NaN and
 infinities, integers beyond 64 bits and nesting deeper than the limit, so they give the same values.
 """
 
@@ -13,6 +14,10 @@ import re
 from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
+import msgspec
+
+from events.canonical import canonical_bytes
+from events.errors import CanonicalError
 from importer import _ijson
 from importer.archive import Export, MeteredReader
 from importer.errors import ImportInputError
@@ -23,18 +28,26 @@ BOM: Final = b"\xef\xbb\xbf"
 _MAX_INT: Final = 2**63 - 1
 _DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _BIG_EXPONENTS: Final = (b"e000", b"E000", b"e+000", b"E+000")
+_LONG_INTEGER: Final = b"0" * 19
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _STREAM_BUFFER: Final = 64 * 1024
 
-Item = tuple[str, int, Any]
+_DECODER: Final = msgspec.json.Decoder()
+_COLON_ESCAPE_START: Final = b"\\u003"
+_COLON_ESCAPES: Final = (b"\\u003a", b"\\u003A")
+
+Item = tuple[str, int, Any, bytes | None]
+"""(array, index, item, the item's canonical bytes when the parser already made them)"""
 PathPart = str | int
 
 
 class ParsedFile(NamedTuple):
-    """A file's top-level fields other than the streamed arrays, and those arrays' items in document order."""
+    """A file's top-level fields other than the streamed arrays, and those arrays' items in document order;
+    `rest_data` is the canonical form of `rest` when the parser already made it."""
 
     rest: dict[str, Any]
     items: Iterator[Item]
+    rest_data: bytes | None = None
 
 
 def parse_file(export: Export, rel: str, arrays: tuple[str, ...], limits: ReadLimits) -> ParsedFile:
@@ -43,6 +56,9 @@ def parse_file(export: Export, rel: str, arrays: tuple[str, ...], limits: ReadLi
         with export.open(rel) as f:
             raw = _read_at_most(f, limits.whole_parse_max_bytes + 1)
         if len(raw) <= limits.whole_parse_max_bytes:
+            fast = _parse_fast(raw, arrays, limits.max_depth)
+            if fast is not None:
+                return fast
             try:
                 document = loads_whole(raw, rel, limits.max_depth)
             except RecursionError:
@@ -78,6 +94,60 @@ def json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "null"
+
+
+# --- whole-file fast path ----------------------------------------------------------------------
+
+
+def _parse_fast(raw: bytes, arrays: tuple[str, ...], max_depth: int) -> ParsedFile | None:
+    """The file through msgspec, with the canonical form of every record made here; None when anything
+    is off, and the whole-file path below then reads it again to say what and where.
+
+    msgspec refuses invalid UTF-8, lone surrogates, NaN, infinities and overflowing floats, but takes
+    integers of any size and keeps the last of duplicated keys; those two are checked here. A key given
+    twice drops a `:` (and whatever its first value held) from the canonical form, which keeps every
+    other `:` of the file's strings, so the counts differ exactly when a key was duplicated (a `:` written
+    as an escape, which could make up for a dropped one, sends the file to the checking path).
+    """
+    body = raw[len(BOM) :] if raw.startswith(BOM) else raw
+    if max_depth < 3 or (_COLON_ESCAPE_START in body and any(e in body for e in _COLON_ESCAPES)):
+        return None
+    # Floats that overflow msgspec refuses itself; integers it takes whatever their size.
+    if _LONG_INTEGER in body.translate(_DIGITS_TO_ZERO):
+        return None
+    try:
+        document = _DECODER.decode(body)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    if type(document) is not dict or any(type(document.get(key)) is not list for key in arrays):
+        return None
+    rest = {key: value for key, value in document.items() if key not in arrays}
+    try:
+        rest_data = canonical_bytes(rest)
+        data = {key: [canonical_bytes(item) for item in document[key]] for key in arrays}
+    except CanonicalError:
+        return None
+    colons = rest_data.count(b":") + len(arrays)
+    for canonical in data.values():
+        colons += sum(d.count(b":") for d in canonical)
+    if colons != body.count(b":"):
+        return None
+    # Depth: a value holds at least as many `{` and `[` as it is deep (strings can only add some), so only
+    # the few values with many are walked. The rest sits at the top (depth 1), items at depth 3.
+    if _too_deep_for(rest, rest_data, max_depth) or any(
+        _too_deep_for(item, canonical, max_depth - 2)
+        for key in arrays
+        for item, canonical in zip(document[key], data[key], strict=True)
+    ):
+        return None
+
+    def items() -> Iterator[Item]:
+        for key, value in document.items():
+            if key in arrays:
+                for index, (item, canonical) in enumerate(zip(value, data[key], strict=True)):
+                    yield key, index, item, canonical
+
+    return ParsedFile(rest, items(), rest_data)
 
 
 # --- whole-file path ---------------------------------------------------------------------------
@@ -171,9 +241,15 @@ def _depth(document: Any) -> int:
     return deepest
 
 
+def _too_deep_for(value: Any, canonical: bytes, limit: int) -> bool:
+    if canonical.count(b"{") + canonical.count(b"[") <= limit:
+        return False
+    return type(value) in (dict, list) and _depth(value) > limit
+
+
 def _may_overflow(raw: bytes) -> bool:
     digits = raw.translate(_DIGITS_TO_ZERO)
-    return b"0" * 19 in digits or any(exponent in digits for exponent in _BIG_EXPONENTS)
+    return _LONG_INTEGER in digits or any(exponent in digits for exponent in _BIG_EXPONENTS)
 
 
 def _locate_refused(document: dict[str, Any], rel: str, max_depth: int) -> None:
@@ -207,7 +283,7 @@ def _split(document: dict[str, Any], rel: str, arrays: tuple[str, ...]) -> Parse
         for key, value in document.items():
             if key in arrays:
                 for index, item in enumerate(value):
-                    yield key, index, item
+                    yield key, index, item, None
 
     return ParsedFile(rest, items())
 
@@ -234,7 +310,7 @@ def _parse_streaming(export: Export, rel: str, arrays: tuple[str, ...], limits: 
         with export.open(rel) as f:
             for kind, key, index, value in _stream_document(f, rel, arrays, limits.max_depth):
                 if kind == "item":
-                    yield key, index, value
+                    yield key, index, value, None
 
     return ParsedFile(rest, items())
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 import structlog
 
+from importer import diff as chunking
 from importer.diff import Differ, empty_counts
 from importer.errors import ImportInputError, ImportInterrupted
 from importer.limits import ReadLimits
@@ -72,8 +73,11 @@ def _utf8(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _fetch_records(conn: psycopg.Connection[Any]) -> Callable[[list[str]], dict[str, bytes]]:
-    return lambda stream_ids: log.current_records(conn, stream_ids)
+BATCH_BYTES: Final = 16 * 1024 * 1024
+"""Bytes of records an append batch holds at most (besides POWERLOG_IMPORT_BATCH events): a batch waits in
+memory while its chunk's heads are fetched, so its size, not the export's, bounds the import's memory."""
+LIVE_FETCH: Final = 5000
+"""Live streams fetched at a time by the server-side cursor that looks for removed entities."""
 
 
 def run_import(
@@ -153,36 +157,46 @@ def _run(
             result.files = len(reader.files)
             _finish(conn, meta, result)
             return
-        heads = {h.stream_id: h for h in log.stream_heads(conn)}
         differ = Differ(
-            heads, _fetch_records(conn), batch_size=db.settings.import_batch, counts=result.counts
+            lambda sids: log.heads_of(conn, sids),
+            lambda sids: log.current_records(conn, sids),
+            chunk_records=chunking.CHUNK_RECORDS,
+            chunk_bytes=chunking.CHUNK_BYTES,
+            counts=result.counts,
         )
         import_id: int | None = None
         pending: list[log.Pending] = []
+        pending_bytes = 0
         batches = 0
         files_total = len(reader.files)
         current_file = ""
         files_done = 0
 
-        def flush(final: bool = False) -> None:
-            nonlocal import_id, batches
-            if result.dry_run or not pending or (len(pending) < db.settings.import_batch and not final):
-                if result.dry_run:
-                    pending.clear()
+        def flush() -> None:
+            nonlocal import_id, batches, pending_bytes
+            batch = pending[:]
+            pending.clear()
+            pending_bytes = 0
+            if result.dry_run or not batch:
                 return
             if import_id is None:
                 import_id = imports.begin(conn, meta)
                 result.import_id = import_id
                 structlog.contextvars.bind_contextvars(import_id=import_id)
-            size = db.settings.import_batch
-            for start in range(0, len(pending), size):
-                appended = log.append(conn, import_id, pending[start : start + size])
-                batches += 1
-                if appended is not None:
-                    first = result.appended.first_position if result.appended else appended.first_position
-                    result.appended = log.Appended(first, appended.last_position, appended.head)
-                faults.point("after_batch", batches)
-            pending.clear()
+            appended = log.append(conn, import_id, batch)
+            batches += 1
+            if appended is not None:
+                first = result.appended.first_position if result.appended else appended.first_position
+                result.appended = log.Appended(first, appended.last_position, appended.head)
+            faults.point("after_batch", batches)
+
+        def add(events: Iterable[log.Pending]) -> None:
+            nonlocal pending_bytes
+            for p in events:
+                pending.append(p)
+                pending_bytes += len(p.record or b"")
+                if len(pending) >= db.settings.import_batch or pending_bytes >= BATCH_BYTES:
+                    flush()
 
         for rec in reader:
             file = rec.location.partition(":")[0]
@@ -194,12 +208,11 @@ def _run(
                     on_progress(Progress(files_done, files_total, result.records, file))
             result.records += 1
             faults.point("record", result.records)
-            pending.extend(differ.feed(rec.kind, rec.key, rec.record))
-            if len(pending) >= db.settings.import_batch:
-                flush()
-        pending.extend(differ.flush())
-        pending.extend(differ.removals())
-        flush(final=True)
+            add(differ.feed(rec.kind, rec.key, rec.data))
+        add(differ.flush())
+        # Every record has been read: the streams not seen are the ones to remove.
+        add(differ.removals(log.live_streams(conn, LIVE_FETCH), reader.seen))
+        flush()
         result.files = files_total
         result.warnings = [w.as_dict() for w in reader.warnings]
         result.content_hash = reader.content_hash

@@ -10,10 +10,12 @@ from typing import Any, Final, NamedTuple
 
 import structlog
 
+from events.canonical import canonical_bytes
 from events.mids import ARCHETYPES_FILE, ENHANCEMENTS_FILE, KINDS, NOTE_FILES, POWERSETS_DIR, Kind
 from importer.archive import Export, open_export
 from importer.errors import ImportInputError
 from importer.jsonread import ParsedFile, json_path, json_type, parse_file
+from importer.keyset import KeySet
 from importer.limits import DEFAULT_LIMITS, ReadLimits
 
 # kind, its array in the file (None: the file itself), its natural key field
@@ -33,12 +35,14 @@ log = structlog.get_logger()
 
 
 class SourceRecord(NamedTuple):
-    """One entity as found in the export: `record` is the source object unchanged (a powerset without Powers)."""
+    """One entity as found in the export: `record` is the source object unchanged (a powerset without Powers),
+    `data` its canonical bytes."""
 
     kind: Kind
     key: str
     record: dict[str, Any]
     location: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +107,9 @@ class ExportReader:
         self.duplicates: dict[Kind, int] = dict.fromkeys(KINDS, 0)
         self._export = export
         self._files = self._layout(export)
-        # Per kind, key -> where it was first read, as (file number, index): small, unlike location strings.
-        self._seen: dict[Kind, dict[str, tuple[int, int]]] = {kind: {} for kind in KINDS}
+        # Per kind, key -> where it was first read, as file number << 32 | index + 1: a few dozen bytes a
+        # key, for exports of hundreds of thousands of records.
+        self._seen: dict[Kind, KeySet] = {kind: KeySet() for kind in KINDS}
         self._started = False
         self._complete = False
         self._archetypes: ParsedFile | None = parse_file(export, ARCHETYPES_FILE, ("Archetypes",), limits)
@@ -114,6 +119,11 @@ class ExportReader:
     def files(self) -> tuple[str, ...]:
         """The files read for records, in reading order."""
         return self._files
+
+    def seen(self, kind: str, key: str) -> bool:
+        """Whether a record of this kind and key has been read so far."""
+        seen = self._seen.get(kind)  # type: ignore[call-overload]
+        return seen is not None and key in seen
 
     @property
     def complete(self) -> bool:
@@ -212,11 +222,11 @@ class ExportReader:
         parsed = parse_file(self._export, rel, ("Powers",), self.limits)
         powerset = parsed.rest
         full_name = _natural_key(rel, [], powerset, _POWERSET_KEY, "a powerset")
-        record = self._accept("powerset", full_name, powerset, number, -1)
+        record = self._accept("powerset", full_name, powerset, number, -1, parsed.rest_data)
         if record is not None:
             yield record
         prefix = f"{full_name}."
-        for array, index, item in parsed.items:
+        for array, index, item, data in parsed.items:
             path: list[str | int] = [array, index]
             key = _natural_key(rel, path, item, "FullName", "a power")
             if not key.startswith(prefix) or key == prefix:
@@ -226,30 +236,30 @@ class ExportReader:
                     f'a power name starting with "{prefix}" (its powerset\'s FullName), found "{key}"',
                 )
             _check_effects(rel, path, item)
-            record = self._accept("power", key, item, number, index)
+            record = self._accept("power", key, item, number, index, data)
             if record is not None:
                 yield record
 
     def _items(self, number: int, parsed: ParsedFile) -> Iterator[SourceRecord]:
         rel = self._files[number]
-        for array, index, item in parsed.items:
+        for array, index, item, data in parsed.items:
             kind, field = _ARRAYS[array]
             key = _natural_key(rel, [array, index], item, field, f"an {kind.replace('_', ' ')}")
-            record = self._accept(kind, key, item, number, index)
+            record = self._accept(kind, key, item, number, index, data)
             if record is not None:
                 yield record
 
     def _accept(
-        self, kind: Kind, key: str, item: dict[str, Any], number: int, index: int
+        self, kind: Kind, key: str, item: dict[str, Any], number: int, index: int, data: bytes | None
     ) -> SourceRecord | None:
         location = self._location(kind, number, index)
         seen = self._seen[kind]
         first = seen.get(key)
         if first is None:
-            seen[key] = (number, index)
+            seen.add(key, number << 32 | (index + 1))
             self.counts[kind] += 1
-            return SourceRecord(kind, key, item, location)
-        first_location = self._location(kind, *first)
+            return SourceRecord(kind, key, item, location, canonical_bytes(item) if data is None else data)
+        first_location = self._location(kind, first >> 32, (first & 0xFFFFFFFF) - 1)
         if self.strict:
             array = _ARRAY_OF[kind]
             rel = self._files[number]

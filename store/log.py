@@ -609,3 +609,26 @@ def imports_against_log(conn: psycopg.Connection[Any]) -> list[str]:
                 f" at that position"
             )
     return out
+
+
+def heads_of(conn: psycopg.Connection[Any], stream_ids: Sequence[str]) -> dict[str, StreamHead]:
+    """The heads of these streams (those that exist): what an import diffs one chunk of records against."""
+    rows = conn.execute(
+        "SELECT stream_id, kind, key, version, hash, removed FROM streams WHERE stream_id = ANY(%s)",
+        (list(stream_ids),),
+    ).fetchall()
+    return {row[0]: StreamHead(*row) for row in rows}
+
+
+def live_streams(conn: psycopg.Connection[Any], fetch: int = 5000) -> Iterator[StreamHead]:
+    """Every live (not removed) stream in stream_id order, through a server-side cursor of the caller's
+    transaction: `fetch` rows at a time are held, and the connection may run other statements (appends)
+    between fetches. The cursor reads the streams as they were when it opened."""
+    with conn.cursor(name="powerlog_live_streams") as cur:
+        cur.itersize = fetch
+        cur.execute(
+            "SELECT stream_id, kind, key, version, hash, removed FROM streams WHERE NOT removed"
+            " ORDER BY stream_id"
+        )
+        for row in cur:
+            yield StreamHead(*row)

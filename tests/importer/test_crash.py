@@ -48,9 +48,9 @@ DEFAULT_SEED = 20210331
 SEED = int(os.environ.get("POWERLOG_CRASH_SEED", DEFAULT_SEED))
 BATCH = 500  # POWERLOG_IMPORT_BATCH: several COPYs inside the one transaction
 # The first import (4,959 Added events) flushes every 500 events: ten COPYs. POWERLOG_IMPORT_BATCH caps
-# every COPY, changed records included, and the differ hands changed records over 500 at a time too: the
-# 21.0331 diff (3,255 changed, 4 removed) makes six COPYs of 500 changed records and a seventh of the
-# 255 left and the 4 tombstones. The test below checks both counts against the real imports.
+# every COPY (so does importer.run.BATCH_BYTES, 16 MB, which 500 real records stay well under): the
+# 21.0331 diff (3,255 changed, 4 removed) makes six COPYs of 500 events and a seventh of the 259 left,
+# tombstones last. The test below checks both counts against the real imports.
 OLD_BATCHES = 10
 DIFF_BATCHES = 7
 LOCK_CLASSID, LOCK_OBJID = locks.LOG.key >> 32, locks.LOG.key & 0xFFFFFFFF
