@@ -64,7 +64,7 @@ from projections import ddl
 from projections.fingerprint import table_hashes
 from projections.kinds import SPECS, TableSpec
 from projections.tables import READ_TABLES
-from store import imports, log
+from store import imports, locks, log
 from store.connection import Database
 from store.imports import ImportMeta
 from store.nul import to_jsonb
@@ -396,7 +396,7 @@ def append_vs_peer(db: Database, export: Path) -> dict[str, Any] | None:
     with db.connect() as conn:
         with Timer() as t:
             conn.execute("BEGIN")
-            log.lock(conn)
+            locks.acquire(conn, locks.LOG)
             import_id = imports.begin(conn, ImportMeta(source_path=str(export), label="bench append"))
         ours += t.seconds
         for chunk in _chunks(export):
