@@ -48,7 +48,7 @@ from importer.run import run_import
 from importer.source import read_export
 from projections import project
 from scheduler import refresh
-from store import imports, log
+from store import imports, locks, log
 from store.connection import Database
 from store.imports import ImportMeta
 
@@ -87,7 +87,7 @@ def events(powers: list[tuple[str, bytes, Any]], start: int, n: int) -> Iterator
 def one_import(db: Database, batch: list[log.Pending]) -> float:
     with db.connect() as conn, Timer() as t:
         conn.execute("BEGIN")
-        log.lock(conn)
+        locks.acquire(conn, locks.LOG)
         import_id = imports.begin(conn, ImportMeta(source_path="bench growth"))
         appended = log.append(conn, import_id, batch)
         imports.complete(conn, import_id, None, {}, [], appended, str(log.head(conn)))
