@@ -41,9 +41,14 @@ def migrated_database() -> Database:
     The embedded server is powerlog's own, so it is upgraded on the spot; a real server is only checked,
     since upgrading it is its operator's call (`powerlog db upgrade`).
     """
-    from migrations import schema
+    from migrations.head import HEAD, stored_revision
 
     db = database()
+    with db.connect(autocommit=True) as conn:
+        if stored_revision(conn) == HEAD:
+            return db  # the usual case, answered without loading alembic
+    from migrations import schema
+
     if db.embedded:
         schema.upgrade(db)
     else:

@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection, Engine
 
+from migrations.head import HEAD, stored_revision
 from store.connection import Database
 from store.errors import SchemaError
 
@@ -110,17 +111,18 @@ def status(db: Database) -> DbStatus:
     )
 
 
+def is_current(db: Database) -> bool:
+    """Whether the database is at the code's revision, read without alembic (see migrations/head.py)."""
+    with db.connect(autocommit=True) as conn:
+        return stored_revision(conn) == HEAD
+
+
 def require_current(db: Database) -> None:
-    """Fail with a clear message when the schema is behind the code."""
-    engine = _engine(db)
-    try:
-        with engine.connect() as c:
-            current = current_revision(c)
-    finally:
-        engine.dispose()
-    head = head_revision()
-    if current != head:
+    """Fail with a clear message when the schema is behind (or ahead of) the code."""
+    with db.connect(autocommit=True) as conn:
+        current = stored_revision(conn)
+    if current != HEAD:
         raise SchemaError(
             f"the database at {db.describe()} is at schema revision {current or 'none'}, "
-            f"the code needs {head}: run `powerlog db upgrade`"
+            f"the code needs {HEAD}: run `powerlog db upgrade`"
         )

@@ -11,8 +11,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
 from migrations import schema
+from migrations.head import HEAD, stored_revision
 from migrations.metadata import target_metadata
 from store.connection import Database
+from store.errors import SchemaError
 from tests.conftest import settings_for
 
 READ_TABLES = ("archetypes", "powersets", "powers", "enhancement_sets", "enhancements")
@@ -48,6 +50,26 @@ def test_downgrade_base_then_upgrade_head(empty_dsn: str) -> None:
     assert schema.status(db).current_revision is None
     schema.upgrade(db)
     assert schema.status(db).up_to_date
+
+
+def test_the_written_down_head_is_alembics_and_is_read_without_alembic(empty_dsn: str) -> None:
+    """Commands check the schema through migrations/head.py: its HEAD must follow the revision files."""
+    db = Database(settings_for(empty_dsn))
+    assert schema.head_revision() == HEAD
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        assert stored_revision(conn) is None
+        assert not schema.is_current(db)
+        schema.upgrade(db, "0006")
+        assert stored_revision(conn) == "0006"
+        assert not schema.is_current(db)
+        with pytest.raises(
+            SchemaError, match=r"at schema revision 0006, the code needs 0007: run `powerlog db upgrade`"
+        ):
+            schema.require_current(db)
+        schema.upgrade(db)
+        assert stored_revision(conn) == HEAD == schema.status(db).current_revision
+        assert schema.is_current(db)
+        schema.require_current(db)
 
 
 def test_code_metadata_matches_the_migrations(dsn: str) -> None:
