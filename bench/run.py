@@ -21,9 +21,13 @@ time the view. Then, on the same server in the same run:
 - rebuild ceiling: the five read tables built in a schema of their own from r01's final records (staged,
   with the ids a rebuild gives, before timing) with one INSERT … SELECT per table (the projector's own
   column expressions), then the unique keys, foreign keys, (powerset_id, level_available), the GIN and
-  trigram indexes, the view with its indexes, ANALYZE; once on one connection, once with the powers load
-  and the search indexes split over two connections (the faster counts); each result is checked equal,
-  row for row, to what `rebuild` left (projections.fingerprint);
+  trigram indexes, the view with its indexes, ANALYZE; then the five history tables, which a rebuild also
+  writes: their rows (copied from what `rebuild` left, before timing, since a rebuild too writes each
+  history row as a copy of a read-table row) loaded by one INSERT … SELECT each, then their indexes. Once
+  on one connection, once with the powers load, the search indexes and the history tables split over two
+  connections (the faster counts); each result is checked equal, row for row, to what `rebuild` left
+  (projections.fingerprint). Reported: the ratio against the whole (the same work as rebuild) and, in
+  brackets, against the read tables alone (the issue's wording, which predates the history tables);
 - peer: r00's Added events (the same payload bytes powerlog stores) appended with `store.log.append` in
   chunks of 10,000 in one import transaction, and with eventsourcing 9.5's PostgresApplicationRecorder
   (`insert_events`, one chunk per call) into its own table; events/s of each (skipped with --no-peer or
@@ -63,7 +67,7 @@ from importer.source import read_export
 from projections import ddl
 from projections.fingerprint import table_hashes
 from projections.kinds import SPECS, TableSpec
-from projections.tables import READ_TABLES
+from projections.tables import HISTORY_TABLES, READ_TABLES, history_table
 from store import imports, locks, log
 from store.connection import Database
 from store.imports import ImportMeta
@@ -160,6 +164,7 @@ def import_ceiling(db: Database, export: Path) -> dict[str, Any]:
 
 
 CEILING_SCHEMA = "bench_ceiling"
+HISTORY_OF = tuple(spec.table for spec in SPECS)
 _FOREIGN = {"powersets": "archetype_id", "powers": "powerset_id", "enhancements": "set_id"}
 
 
@@ -180,6 +185,61 @@ def _stage_final(conn: psycopg.Connection[Any], export: Path) -> None:
     conn.execute("CREATE INDEX ON ceiling_stage (kind)")
     conn.execute("ANALYZE ceiling_stage")
     conn.commit()
+
+
+def _history_stage(table: str) -> sql.Identifier:
+    return sql.Identifier(f"ceiling_stage_{history_table(table)}")
+
+
+def _stage_history(conn: psycopg.Connection[Any]) -> None:
+    """The rows of the history tables as `rebuild` left them, copied aside before timing.
+
+    A rebuild writes each history row as a copy of the read-table row it records (projections/temporal.py),
+    not from the record again, so the ceiling copies rows too: the same work, done the fastest way."""
+    for table in HISTORY_OF:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_history_stage(table)))
+        conn.execute(
+            sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(
+                _history_stage(table), sql.Identifier("public", history_table(table))
+            )
+        )
+        conn.execute(sql.SQL("ANALYZE {}").format(_history_stage(table)))
+    conn.commit()
+
+
+def _history_indexes(conn: psycopg.Connection[Any], table: str) -> list[sql.Composable]:
+    """The history table's indexes (its primary key's included) as the live schema has them, made in
+    CEILING_SCHEMA."""
+    rows = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = %s ORDER BY indexname",
+        (history_table(table),),
+    ).fetchall()
+    on = f" ON public.{history_table(table)} "
+    return [sql.SQL(str(r[0]).replace(on, f" ON {CEILING_SCHEMA}.{history_table(table)} ")) for r in rows]
+
+
+def _build_history(db: Database, conn: psycopg.Connection[Any], workers: int) -> None:
+    """The history tables, loaded then indexed; with two workers, powers_history on a connection of its own."""
+    work: list[list[sql.Composable]] = []
+    for table in HISTORY_OF:
+        name = history_table(table)
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+                sql.Identifier(CEILING_SCHEMA, name), sql.Identifier("public", name)
+            )
+        )
+        load = sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
+            sql.Identifier(CEILING_SCHEMA, name), _history_stage(table)
+        )
+        work.append([load, *_history_indexes(conn, table)])
+    conn.commit()
+    if workers == 1:
+        for stmt in (s for w in work for s in w):
+            conn.execute(stmt)
+        conn.commit()
+    else:
+        powers = HISTORY_OF.index("powers")
+        _in_parallel(db, [work[powers], [s for i, w in enumerate(work) if i != powers for s in w]])
 
 
 def _insert_select(spec: TableSpec, part: tuple[int, int] = (0, 1)) -> sql.Composed:
@@ -234,12 +294,6 @@ def _in_parallel(db: Database, work: list[list[sql.Composable]]) -> None:
         raise errors[0]
 
 
-def _search_index(name: str, table: str, how: str) -> sql.Composed:
-    return sql.SQL("CREATE INDEX {} ON {} " + how).format(
-        sql.Identifier(name), sql.Identifier(CEILING_SCHEMA, table)
-    )
-
-
 def _build_ceiling(db: Database, conn: psycopg.Connection[Any], workers: int) -> dict[str, Any]:
     """Build the tables, keys, search indexes and view in CEILING_SCHEMA; with workers=2, the powers load
     and the search indexes are split over two connections (the machine has two cores)."""
@@ -291,7 +345,7 @@ def _build_ceiling(db: Database, conn: psycopg.Connection[Any], workers: int) ->
             conn.commit()
         steps["keys"] = t.seconds
         with Timer() as t:
-            indexes = [_search_index(*ix) for ix in ddl.SEARCH_INDEXES]
+            indexes = [ddl.search_index(CEILING_SCHEMA, name) for name, _, _ in ddl.SEARCH_INDEXES]
             if workers == 1:
                 for stmt in indexes:
                     conn.execute(stmt)
@@ -304,8 +358,17 @@ def _build_ceiling(db: Database, conn: psycopg.Connection[Any], workers: int) ->
             conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(CEILING_SCHEMA, "powers")))
             conn.commit()
         steps["view"] = t.seconds
-    # The ceiling builds the read tables only: their history tables are rebuild's extra work, not compared.
-    same = table_hashes(conn, CEILING_SCHEMA, READ_TABLES) == table_hashes(conn, "public", READ_TABLES)
+        read_tables = time.perf_counter() - total.start
+        # What the issue's ceiling leaves out and a rebuild does: every version in the history tables.
+        with Timer() as t:
+            _build_history(db, conn, workers)
+            conn.execute(
+                sql.SQL("ANALYZE {}").format(sql.Identifier(CEILING_SCHEMA, history_table("powers")))
+            )
+            conn.commit()
+        steps["history"] = t.seconds
+    tables = (*READ_TABLES, *HISTORY_TABLES)
+    same = table_hashes(conn, CEILING_SCHEMA, tables) == table_hashes(conn, "public", tables)
     view_rows = conn.execute(
         sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM public.{})").format(
             sql.Identifier(CEILING_SCHEMA, ddl.VIEW), sql.Identifier(ddl.VIEW)
@@ -315,7 +378,11 @@ def _build_ceiling(db: Database, conn: psycopg.Connection[Any], workers: int) ->
     conn.commit()
     if not same or view_rows is None or view_rows[0] != view_rows[1]:
         raise SystemExit(f"the rebuild ceiling did not build what rebuild built (view rows {view_rows})")
-    return {"seconds": round(total.seconds, 3), "steps": {k: round(v, 3) for k, v in steps.items()}}
+    return {
+        "seconds": round(total.seconds, 3),
+        "read_tables_seconds": round(read_tables, 3),
+        "steps": {k: round(v, 3) for k, v in steps.items()},
+    }
 
 
 def rebuild_ceiling(db: Database, export: Path) -> dict[str, Any]:
@@ -323,13 +390,17 @@ def rebuild_ceiling(db: Database, export: Path) -> dict[str, Any]:
     ceiling. Each is checked equal, row for row, to what rebuild left in the live tables."""
     with db.connect() as conn:
         _stage_final(conn, export)
+        _stage_history(conn)
         serial = _build_ceiling(db, conn, 1)
         parallel = _build_ceiling(db, conn, 2)
         conn.execute("DROP TABLE ceiling_stage")
+        for table in HISTORY_OF:
+            conn.execute(sql.SQL("DROP TABLE {}").format(_history_stage(table)))
         conn.commit()
     best = min((serial, parallel), key=lambda r: r["seconds"])
     return {
         "seconds": best["seconds"],
+        "read_tables_seconds": min(serial["read_tables_seconds"], parallel["read_tables_seconds"]),
         "steps": best["steps"],
         "workers": 1 if best is serial else 2,
         "one_connection": serial,
@@ -550,7 +621,12 @@ def ratios(row: dict[str, Any]) -> dict[str, float]:
             if name in s:
                 out[f"{name} vs first"] = s[name]["seconds"] / s["first import"]["seconds"]
     if "rebuild" in s and "rebuild_ceiling" in row:
+        # Read and history tables, as rebuild builds them; and the read tables alone, as the issue words it.
         out["rebuild_vs_ceiling"] = row["rebuild_ceiling"]["seconds"] / s["rebuild"]["seconds"]
+        if "read_tables_seconds" in row["rebuild_ceiling"]:
+            out["rebuild_vs_read_tables_ceiling"] = (
+                row["rebuild_ceiling"]["read_tables_seconds"] / s["rebuild"]["seconds"]
+            )
     if row.get("append"):
         out["append_vs_peer"] = row["append"]["ratio"]
     return {k: round(v, 3) for k, v in out.items()}
@@ -583,8 +659,9 @@ def markdown(result: dict[str, Any]) -> str:
                 ratio = f"{r[f'{name} vs first']:.2f} of first"
                 target = f"<= {TARGETS['reimport_vs_first']}"
             elif name == "rebuild" and "rebuild_ceiling" in row:
-                ceiling = f"{row['rebuild_ceiling']['seconds']:.2f}"
-                ratio = f"{r['rebuild_vs_ceiling']:.2f}"
+                c = row["rebuild_ceiling"]
+                ceiling = f"{c['seconds']:.2f} ({c['read_tables_seconds']:.2f} read tables alone)"
+                ratio = f"{r['rebuild_vs_ceiling']:.2f} ({r['rebuild_vs_read_tables_ceiling']:.2f})"
                 target = f">= {TARGETS['rebuild_vs_ceiling']}"
             head = f"| {row['scale']} | {row['powers']:,} | {row['source_mb']:,} " if first else "| | | "
             first = False
@@ -605,8 +682,9 @@ def markdown(result: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "Rebuild ceiling steps (s), the faster of one connection and two (powers load and search indexes"
-        " split over two): "
+        "Rebuild ceiling steps (s), the faster of one connection and two (powers load, search indexes and"
+        " history tables split over two); the read-tables-alone ceiling is the same without its history"
+        " step: "
         + "; ".join(
             f"scale {row['scale']}: one connection {row['rebuild_ceiling']['one_connection']['seconds']}"
             f" ({', '.join(f'{k} {v}' for k, v in row['rebuild_ceiling']['one_connection']['steps'].items())}),"

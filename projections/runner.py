@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,13 +80,73 @@ def _build(
     return catch_up(conn, schema, range_size=db.settings.project_batch, until=until, on_batch=on_batch)
 
 
-def _finish(conn: psycopg.Connection[Any], schema: str) -> None:
-    with conn.transaction():
-        ddl.create_search_indexes(conn, schema)
-        ddl.create_view(conn, schema)
-        ddl.grant(conn, schema)
-        for table in ("powers", history_table("powers")):
-            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
+def _finish(db: Database, conn: psycopg.Connection[Any], schema: str) -> None:
+    """Search indexes, view, privileges and statistics of a freshly built schema.
+
+    The largest index is built on a second connection meanwhile: it is most of this work, and the server
+    has another core for it. Nobody reads the schema before it is finished, so the two need not share a
+    transaction; a failure on either side fails the whole, and the next build starts from a new schema."""
+    with _beside(db, ddl.search_index(schema, ddl.LARGEST_SEARCH_INDEX)) as largest:
+        with conn.transaction():
+            ddl.create_search_indexes(conn, schema, but=(ddl.LARGEST_SEARCH_INDEX,))
+            ddl.create_view(conn, schema)
+            ddl.grant(conn, schema)
+        largest.join()
+    # After the index: ANALYZE would queue behind its build's lock anyway.
+    for table in ("powers", history_table("powers")):
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
+
+
+class _Beside:
+    """One statement run on a connection of its own, in a thread, while the caller goes on."""
+
+    def __init__(self, db: Database, statement: sql.Composed) -> None:
+        self.error: BaseException | None = None
+        self.conn: psycopg.Connection[Any] | None = None
+        self._statement = statement
+        self._db = db
+        self._thread = threading.Thread(target=self._run, name="build-beside", daemon=True)
+        self._connected = threading.Event()
+        self._thread.start()
+        self._connected.wait()
+
+    def _run(self) -> None:
+        try:
+            self.conn = self._db.connect(autocommit=True)
+        except BaseException as exc:
+            self.error = exc
+            return
+        finally:
+            self._connected.set()
+        try:
+            self.conn.execute(self._statement)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.conn.close()
+
+    def join(self) -> None:
+        """Wait for the statement; raise what it raised."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        """Cancel the statement if it still runs (the caller failed), and wait for the thread."""
+        if self._thread.is_alive() and self.conn is not None:
+            with suppress(psycopg.Error):
+                self.conn.cancel_safe(timeout=5)
+        self._thread.join()
+
+
+@contextmanager
+def _beside(db: Database, statement: sql.Composed) -> Iterator[_Beside]:
+    beside = _Beside(db, statement)
+    try:
+        yield beside
+    except BaseException:
+        beside.abandon()
+        raise
 
 
 def rebuild(
@@ -105,7 +166,7 @@ def rebuild(
         more = catch_up(conn, SHADOW_SCHEMA, range_size=db.settings.project_batch)
         counts.events += more.events
         counts.position = checkpoint(conn, SHADOW_SCHEMA)
-        _finish(conn, SHADOW_SCHEMA)
+        _finish(db, conn, SHADOW_SCHEMA)
         faults.point("rebuild_built")
         try:
             swap_ms = _swap(db, conn)
@@ -263,6 +324,6 @@ def replay(
         if ddl.schema_exists(conn, schema) and not replace:
             raise ReplayError(f"schema {schema!r} already exists; use --replace to overwrite it")
         counts = _build(db, conn, schema, until, on_batch)
-        _finish(conn, schema)
+        _finish(db, conn, schema)
     log.info("replayed", as_of=as_of, schema=schema, position=until, events=counts.events)
     return counts
