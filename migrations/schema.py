@@ -111,12 +111,6 @@ def status(db: Database) -> DbStatus:
     )
 
 
-def is_current(db: Database) -> bool:
-    """Whether the database is at the code's revision, read without alembic (see migrations/head.py)."""
-    with db.connect(autocommit=True) as conn:
-        return stored_revision(conn) == HEAD
-
-
 def require_current(db: Database) -> None:
     """Fail with a clear message when the schema is behind (or ahead of) the code."""
     with db.connect(autocommit=True) as conn:

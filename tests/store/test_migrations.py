@@ -58,17 +58,14 @@ def test_the_written_down_head_is_alembics_and_is_read_without_alembic(empty_dsn
     assert schema.head_revision() == HEAD
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert stored_revision(conn) is None
-        assert not schema.is_current(db)
         schema.upgrade(db, "0006")
         assert stored_revision(conn) == "0006"
-        assert not schema.is_current(db)
         with pytest.raises(
-            SchemaError, match=r"at schema revision 0006, the code needs 0007: run `powerlog db upgrade`"
+            SchemaError, match=rf"at schema revision 0006, the code needs {HEAD}: run `powerlog db upgrade`"
         ):
             schema.require_current(db)
         schema.upgrade(db)
         assert stored_revision(conn) == HEAD == schema.status(db).current_revision
-        assert schema.is_current(db)
         schema.require_current(db)
 
 
