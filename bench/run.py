@@ -110,6 +110,8 @@ def cli(db: Database, *args: str) -> dict[str, Any]:
         POWERLOG_HOME=tempfile.gettempdir(),
         POWERLOG_VIEW_REFRESH="scheduler",
         POWERLOG_LOG_LEVEL="warning",
+        # The default 2 GiB guards against archive bombs; scale 120's releases are 7.9 GB of our own files.
+        POWERLOG_MAX_EXPORT_BYTES=str(64 * 1024**3),
     )
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         cmd = [GNU_TIME, "-f", "%M", "-o", rss.name, str(POWERLOG), *args]
