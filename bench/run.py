@@ -63,6 +63,7 @@ from psycopg import sql
 from report import machine, packages
 
 from events import EntityAdded, canonical_bytes, encode_event, stream_id
+from importer.limits import ReadLimits
 from importer.source import read_export
 from projections import ddl
 from projections.fingerprint import table_hashes
@@ -77,6 +78,8 @@ POWERLOG = Path(sys.executable).parent / "powerlog"
 GNU_TIME = "/usr/bin/time"
 JSONB_V1 = b"\x01"
 CHUNK = 10_000
+# The default 2 GiB guards against archive bombs; scale 120's releases are 7.9 GB of our own files.
+MAX_EXPORT_BYTES = 64 * 1024**3
 TARGETS = {
     "first_import_vs_ceiling": 0.3,  # >=
     "reimport_vs_first": 0.15,  # <=
@@ -110,8 +113,7 @@ def cli(db: Database, *args: str) -> dict[str, Any]:
         POWERLOG_HOME=tempfile.gettempdir(),
         POWERLOG_VIEW_REFRESH="scheduler",
         POWERLOG_LOG_LEVEL="warning",
-        # The default 2 GiB guards against archive bombs; scale 120's releases are 7.9 GB of our own files.
-        POWERLOG_MAX_EXPORT_BYTES=str(64 * 1024**3),
+        POWERLOG_MAX_EXPORT_BYTES=str(MAX_EXPORT_BYTES),
     )
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         cmd = [GNU_TIME, "-f", "%M", "-o", rss.name, str(POWERLOG), *args]
@@ -130,7 +132,7 @@ def cli(db: Database, *args: str) -> dict[str, Any]:
 
 def records(export: Path) -> Iterator[tuple[str, str, bytes, bytes]]:
     """(kind, key, canonical bytes, jsonb text) of every record the importer reads, streamed."""
-    with read_export(export) as reader:
+    with read_export(export, ReadLimits(max_total_bytes=MAX_EXPORT_BYTES)) as reader:
         for rec in reader:
             data = canonical_bytes(rec.record)
             yield rec.kind, rec.key, data, to_jsonb(data)
