@@ -216,7 +216,7 @@ def target_rows(run: dict[str, Any], growth: dict[str, dict[str, Any]]) -> list[
             )
         if row.get("failed"):
             rows.append(Row(scale, "run", "failed: " + _short(row["failed"]), "every step runs", False))
-    for step in ("first import", "project (incremental)", "rebuild"):
+    for step in ("first import", "incremental import", "project (incremental)", "rebuild"):
         pair = _rss_growth(run["scales"], step)
         if pair:
             low, high = pair
