@@ -168,7 +168,6 @@ def import_ceiling(db: Database, export: Path) -> dict[str, Any]:
 
 
 CEILING_SCHEMA = "bench_ceiling"
-HISTORY_OF = tuple(spec.table for spec in SPECS)
 _FOREIGN = {"powersets": "archetype_id", "powers": "powerset_id", "enhancements": "set_id"}
 
 
@@ -200,7 +199,7 @@ def _stage_history(conn: psycopg.Connection[Any]) -> None:
 
     A rebuild writes each history row as a copy of the read-table row it records (projections/temporal.py),
     not from the record again, so the ceiling copies rows too: the same work, done the fastest way."""
-    for table in HISTORY_OF:
+    for table in READ_TABLES:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_history_stage(table)))
         conn.execute(
             sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(
@@ -225,7 +224,7 @@ def _history_indexes(conn: psycopg.Connection[Any], table: str) -> list[sql.Comp
 def _build_history(db: Database, conn: psycopg.Connection[Any], workers: int) -> None:
     """The history tables, loaded then indexed; with two workers, powers_history on a connection of its own."""
     work: list[list[sql.Composable]] = []
-    for table in HISTORY_OF:
+    for table in READ_TABLES:
         name = history_table(table)
         conn.execute(
             sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
@@ -242,7 +241,7 @@ def _build_history(db: Database, conn: psycopg.Connection[Any], workers: int) ->
             conn.execute(stmt)
         conn.commit()
     else:
-        powers = HISTORY_OF.index("powers")
+        powers = READ_TABLES.index("powers")
         _in_parallel(db, [work[powers], [s for i, w in enumerate(work) if i != powers for s in w]])
 
 
@@ -398,7 +397,7 @@ def rebuild_ceiling(db: Database, export: Path) -> dict[str, Any]:
         serial = _build_ceiling(db, conn, 1)
         parallel = _build_ceiling(db, conn, 2)
         conn.execute("DROP TABLE ceiling_stage")
-        for table in HISTORY_OF:
+        for table in READ_TABLES:
             conn.execute(sql.SQL("DROP TABLE {}").format(_history_stage(table)))
         conn.commit()
     best = min((serial, parallel), key=lambda r: r["seconds"])
