@@ -73,7 +73,7 @@ def _utf8(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-BATCH_BYTES: Final = 16 * 1024 * 1024
+BATCH_BYTES: Final = 8 * 1024 * 1024
 """Bytes of records an append batch holds at most (besides POWERLOG_IMPORT_BATCH events): a batch waits in
 memory while its chunk's heads are fetched, so its size, not the export's, bounds the import's memory."""
 LIVE_FETCH: Final = 5000

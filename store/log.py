@@ -273,17 +273,12 @@ def _write_streams(cur: psycopg.Cursor[Any], streams: list[_StreamState]) -> Non
         return
     # The application role may not UPDATE `streams` (migration 0006): a function owned by the schema's
     # owner moves each stream, after checking that its new head is the stream's event at that position.
-    columns = list(zip(*old, strict=True))
-    row = cur.execute(
-        "SELECT powerlog_advance_streams(%s::text[], %s::int4[], %s::int4[], %s::text[], %s::bytea[],"
-        " %s::bool[], %s::int8[])",
-        [list(columns[i]) for i in (0, 3, 4, 5, 6, 7, 8)],
-    ).fetchone()
-    moved = int(row[0]) if row else 0
+    moved = sum(_advance(cur, part) for part in _slices(old))
     if moved != len(old):
         versions = dict(
             cur.execute(
-                "SELECT stream_id, version FROM streams WHERE stream_id = ANY(%s)", (list(columns[0]),)
+                "SELECT stream_id, version FROM streams WHERE stream_id = ANY(%s)",
+                ([s.stream_id for s in old],),
             ).fetchall()
         )
         stale = next((s for s in old if versions.get(s.stream_id) != s.expected), None)
@@ -293,6 +288,37 @@ def _write_streams(cur: psycopg.Cursor[Any], streams: list[_StreamState]) -> Non
             else "unknown"
         )
         raise ConcurrencyError(f"stale append: {detail}; another writer got there first: run again")
+
+
+ADVANCE_BYTES = 2 * 1024 * 1024
+"""Inline records sent per call that advances streams: its arrays are built whole on both sides, so a
+batch of changed 20 KB powers, sent at once, would cost the import several times the batch's bytes."""
+
+
+def _slices(streams: list[_StreamState]) -> Iterator[list[_StreamState]]:
+    part: list[_StreamState] = []
+    size = 0
+    for s in streams:
+        part.append(s)
+        size += len(s.record or b"")
+        if size >= ADVANCE_BYTES:
+            yield part
+            part, size = [], 0
+    if part:
+        yield part
+
+
+def _advance(cur: psycopg.Cursor[Any], streams: list[_StreamState]) -> int:
+    """Advance these streams; how many moved (fewer when one was not at its expected version)."""
+    columns = list(zip(*streams, strict=True))
+    # Binary parameters: records go as bytes, not twice their size in hex.
+    row = cur.execute(
+        "SELECT powerlog_advance_streams(%s::text[], %s::int4[], %s::int4[], %s::text[], %s::bytea[],"
+        " %s::bool[], %s::int8[])",
+        [list(columns[i]) for i in (0, 3, 4, 5, 6, 7, 8)],
+        binary=True,
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 _SELECT = sql.SQL(

@@ -89,6 +89,33 @@ def test_stale_expected_version_raises_and_stores_nothing(dsn: str, conn: psycop
     assert conn.execute("SELECT count(*) FROM imports").fetchone() == (8,)
 
 
+def test_changed_records_advance_their_streams_in_slices_and_a_stale_one_still_fails_the_batch(
+    dsn: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch of changed records is sent to the stream-advancing function a few at a time (bounded memory):
+    # every stream still moves to its new record, and a stale stream in such a batch still fails all of it.
+    monkeypatch.setattr(log, "ADVANCE_BYTES", 64)
+    old = {f"P{i}": {"n": i, "pad": "x" * 40} for i in range(6)}
+    new = {k: {**v, "n": v["n"] + 100} for k, v in old.items()}
+    commit_import(dsn, [added("power", k, v) for k, v in old.items()])
+    commit_import(dsn, [changed("power", k, old[k], new[k], 1) for k in old])
+    heads = {h.key: h for h in log.stream_heads(conn)}
+    assert {k: (h.version, h.hash) for k, h in heads.items()} == {
+        k: (2, content_hash(v)) for k, v in new.items()
+    }
+    assert {k: decode(v) for k, v in log.current_records(conn, [f"power:{k}" for k in old]).items()} == {
+        f"power:{k}": v for k, v in new.items()
+    }
+    before = positions(conn)
+    newer = {k: {**v, "n": 0} for k, v in new.items()}
+    stale = [changed("power", k, new[k], newer[k], 2) for k in old]
+    stale[-1] = changed("power", "P5", old["P5"], newer["P5"], 1)  # P5 is at version 2, not 1
+    with pytest.raises(ConcurrencyError, match="stream power:P5 expected at version 1, found 2"):
+        commit_import(dsn, stale)
+    assert positions(conn) == before
+    assert {h.key: h.version for h in log.stream_heads(conn)} == dict.fromkeys(old, 2)
+
+
 def test_adding_an_existing_stream_is_a_concurrency_error(dsn: str, conn: psycopg.Connection[Any]) -> None:
     commit_import(dsn, [added("power", "P", {"a": 1})])
     with pytest.raises(ConcurrencyError, match="stream power:P expected at version 0, found 1"):
