@@ -75,7 +75,7 @@ def _q(template: str, schema: str, spec: TableSpec, **more: Any) -> sql.Composed
     )
 
 
-def _column_list(schema: str, spec: TableSpec, key: str) -> tuple[sql.Composable, sql.Composable]:
+def column_list(schema: str, spec: TableSpec, key: str) -> tuple[sql.Composable, sql.Composable]:
     """Column names and their expressions over the record `r`, references resolved by natural key; the key
     column is `key`, the stream's key (a record naming another is refused before it gets here)."""
     names = [sql.Identifier(c) for c in spec.columns]
@@ -116,7 +116,8 @@ _ID = (
 )
 
 
-def _record(escaped: str, record: str) -> str:
+def record_expr(escaped: str, record: str) -> str:
+    """SQL for an event's record as the tables read it: its NULs unmarked when the event says they were."""
     return f"CASE WHEN {escaped} THEN powerlog_unmark({record}) ELSE {record} END"
 
 
@@ -166,7 +167,7 @@ _CHECK_ROUND = (
     "    || ' does not exist'"
     "  WHEN x.event_type = 'EntityAdded' THEN x.refused END AS reason"
     " FROM (SELECT b.global_position, b.stream_id, b.event_type, b.key, {refusal} AS refused FROM"
-    "  (SELECT b.*, b.key AS k, " + _record("b.escaped", "e.data->'record'") + " AS r FROM {staged} b"
+    "  (SELECT b.*, b.key AS k, " + record_expr("b.escaped", "e.data->'record'") + " AS r FROM {staged} b"
     "   LEFT JOIN events e ON b.event_type = 'EntityAdded' AND e.global_position = b.global_position"
     "    AND e.global_position > %s AND e.global_position <= %s"
     "   WHERE b.kind = %s AND b.rn = %s OFFSET 0) b) x"
@@ -189,7 +190,7 @@ def _apply_round(
     ).fetchone()
     if refused is not None:
         raise ProjectionStalled(*refused)
-    names, exprs = _column_list(schema, spec, "x.key")
+    names, exprs = column_list(schema, spec, "x.key")
     applied = counts.applied[spec.table]
     cur = conn.execute(
         _q(
@@ -204,7 +205,7 @@ def _apply_round(
     cur = conn.execute(
         _q(
             "INSERT INTO {table} (id, {names}) SELECT " + _ID + ", {exprs} FROM"
-            " (SELECT b.*, " + _record("b.escaped", "e.data->'record'") + " AS r"
+            " (SELECT b.*, " + record_expr("b.escaped", "e.data->'record'") + " AS r"
             "  FROM {staged} b JOIN events e ON e.global_position = b.global_position"
             "   AND e.global_position > %s AND e.global_position <= %s"
             "  WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityAdded' OFFSET 0) x",
@@ -301,17 +302,17 @@ def _apply_changes(
     refused = conn.execute(
         sql.SQL(
             "SELECT position, stream_id, 'EntityChanged', reason FROM (SELECT position, stream_id, {refusal}"
-            " AS reason FROM (SELECT position, stream_id, k, " + _record("escaped", "r") + " AS r"
+            " AS reason FROM (SELECT position, stream_id, k, " + record_expr("escaped", "r") + " AS r"
             " FROM patched_records OFFSET 0) x) c WHERE reason IS NOT NULL ORDER BY position LIMIT 1"
         ).format(refusal=sql.SQL(spec.refusal))
     ).fetchone()
     if refused is not None:
         raise ProjectionStalled(*refused)
-    names, exprs = _column_list(schema, spec, "x.k")
+    names, exprs = column_list(schema, spec, "x.k")
     cur = conn.execute(
         _q(
             "UPDATE {table} SET ({names}) = ({exprs}) FROM"
-            " (SELECT k, " + _record("escaped", "r") + " AS r FROM patched_records OFFSET 0) x"
+            " (SELECT k, " + record_expr("escaped", "r") + " AS r FROM patched_records OFFSET 0) x"
             " WHERE {table}.{key} = x.k",
             schema,
             spec,

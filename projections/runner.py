@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +14,14 @@ import structlog
 from psycopg import sql
 
 from events.errors import PowerlogError
-from projections import ddl, dependents
+from projections import bulk, ddl, dependents
+from projections.beside import beside
 from projections.projector import BatchCounts, catch_up, checkpoint
 from projections.tables import CHECKPOINTS, HISTORY_TABLES, LIVE_SCHEMA, READ_TABLES, VIEW, history_table
 from store import faults, imports, locks
 from store.connection import Database
 from store.errors import LockBusy
+from store.log import head
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,13 @@ def _build(
     with conn.transaction():
         ddl.drop_schema(conn, schema)
         ddl.create_tables(conn, schema)
-    return catch_up(conn, schema, range_size=db.settings.project_batch, until=until, on_batch=on_batch)
+    target = head(conn).position if until is None else until
+    loaded = bulk.load_first_import(db, conn, schema, target, on_batch)
+    counts = catch_up(conn, schema, range_size=db.settings.project_batch, until=target, on_batch=on_batch)
+    if loaded is not None:
+        loaded.add(counts)
+        return loaded
+    return counts
 
 
 def _finish(db: Database, conn: psycopg.Connection[Any], schema: str) -> None:
@@ -86,7 +93,7 @@ def _finish(db: Database, conn: psycopg.Connection[Any], schema: str) -> None:
     The largest index is built on a second connection meanwhile: it is most of this work, and the server
     has another core for it. Nobody reads the schema before it is finished, so the two need not share a
     transaction; a failure on either side fails the whole, and the next build starts from a new schema."""
-    with _beside(db, ddl.search_index(schema, ddl.LARGEST_SEARCH_INDEX)) as largest:
+    with beside(db, ddl.search_index(schema, ddl.LARGEST_SEARCH_INDEX)) as largest:
         with conn.transaction():
             ddl.create_search_indexes(conn, schema, but=(ddl.LARGEST_SEARCH_INDEX,))
             ddl.create_view(conn, schema)
@@ -95,58 +102,6 @@ def _finish(db: Database, conn: psycopg.Connection[Any], schema: str) -> None:
     # After the index: ANALYZE would queue behind its build's lock anyway.
     for table in ("powers", history_table("powers")):
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
-
-
-class _Beside:
-    """One statement run on a connection of its own, in a thread, while the caller goes on."""
-
-    def __init__(self, db: Database, statement: sql.Composed) -> None:
-        self.error: BaseException | None = None
-        self.conn: psycopg.Connection[Any] | None = None
-        self._statement = statement
-        self._db = db
-        self._thread = threading.Thread(target=self._run, name="build-beside", daemon=True)
-        self._connected = threading.Event()
-        self._thread.start()
-        self._connected.wait()
-
-    def _run(self) -> None:
-        try:
-            self.conn = self._db.connect(autocommit=True)
-        except BaseException as exc:
-            self.error = exc
-            return
-        finally:
-            self._connected.set()
-        try:
-            self.conn.execute(self._statement)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.conn.close()
-
-    def join(self) -> None:
-        """Wait for the statement; raise what it raised."""
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-
-    def abandon(self) -> None:
-        """Cancel the statement if it still runs (the caller failed), and wait for the thread."""
-        if self._thread.is_alive() and self.conn is not None:
-            with suppress(psycopg.Error):
-                self.conn.cancel_safe(timeout=5)
-        self._thread.join()
-
-
-@contextmanager
-def _beside(db: Database, statement: sql.Composed) -> Iterator[_Beside]:
-    beside = _Beside(db, statement)
-    try:
-        yield beside
-    except BaseException:
-        beside.abandon()
-        raise
 
 
 def rebuild(

@@ -12,7 +12,8 @@ from psycopg import sql
 import projections
 from importer.run import run_import
 from projections import ddl
-from projections.runner import SHADOW_SCHEMA, _beside
+from projections.beside import beside
+from projections.runner import SHADOW_SCHEMA
 from store.connection import Database
 from tests.conftest import SAMPLES
 from tests.scheduler.data import wait_until
@@ -40,8 +41,8 @@ def test_a_rebuild_leaves_every_search_index_as_it_was_the_largest_built_beside(
 
 
 def test_the_statement_beside_fails_the_finish_with_its_own_error(db: Database) -> None:
-    with pytest.raises(psycopg.errors.DivisionByZero), _beside(db, sql.SQL("SELECT 1/0").format()) as beside:
-        beside.join()
+    with pytest.raises(psycopg.errors.DivisionByZero), beside(db, sql.SQL("SELECT 1/0").format()) as work:
+        work.join()
 
 
 def test_when_the_caller_fails_the_statement_beside_is_cancelled_not_waited_for(
@@ -54,7 +55,7 @@ def test_when_the_caller_fails_the_statement_beside_is_cancelled_not_waited_for(
     with (
         psycopg.connect(dsn, autocommit=True) as conn,
         pytest.raises(RuntimeError, match="the other side failed"),
-        _beside(db, sql.SQL("SELECT pg_sleep(60)").format()),
+        beside(db, sql.SQL("SELECT pg_sleep(60)").format()),
     ):
         wait_until(lambda: conn.execute(sleeping).fetchone() == (1,), "the statement beside to start", 10)
         raise RuntimeError("the other side failed")
