@@ -25,7 +25,7 @@ from events import EntityAdded, current_version, event_type
 from projections import ddl
 from projections.beside import beside
 from projections.kinds import POWERS, SPECS, TableSpec
-from projections.projector import PROJECTORS, BatchCounts, column_list, record_expr
+from projections.projector import EVENT_ERRORS, PROJECTORS, BatchCounts, column_list, record_expr
 from projections.tables import CHECKPOINTS, VALID_FROM, history_table, metadata
 from store import imports
 from store.connection import Database
@@ -71,7 +71,7 @@ def first_import(conn: psycopg.Connection[Any], until: int) -> FirstImport | Non
     return FirstImport(end, ends[end], {kind: (int(n), int(even)) for kind, n, even, *_ in rows})
 
 
-def _insert(schema: str, spec: TableSpec, end: int, part: tuple[int, int] | None) -> sql.Composed:
+def _insert(schema: str, spec: TableSpec, part: tuple[int, int] | None) -> sql.Composed:
     """The table's rows from the import's events (of one part of them), the records the projector would
     refuse left out: the caller compares the rows written with the events."""
     names, exprs = column_list(schema, spec, "x.key")
@@ -125,7 +125,7 @@ def _load(
     expected: int,
 ) -> int:
     """Load one table (or part of it) and its history in the caller's transaction; the rows written."""
-    written = conn.execute(_insert(schema, spec, first.end, part), (0, first.end, spec.kind)).rowcount
+    written = conn.execute(_insert(schema, spec, part), (0, first.end, spec.kind)).rowcount
     if written != expected:
         raise _Refused(f"{spec.table}: {expected - written} of {expected} records refused")
     conn.execute(_history(schema, spec, part), (first.import_id,))
@@ -163,8 +163,10 @@ def load_first_import(
                 _load(conn, schema, POWERS, first, (0, 2), even)
             odd.join()
         counts.applied[POWERS.table]["added"] += total
-    except _Refused as exc:
-        log.info("bulk_load_left_to_projector", schema=schema, reason=str(exc))
+    except (_Refused, *EVENT_ERRORS) as exc:
+        # The projector finds the event, names it and commits what comes before it, as it always does.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        log.info("bulk_load_left_to_projector", schema=schema, reason=reason)
         with conn.transaction():
             ddl.drop_schema(conn, schema)
             ddl.create_tables(conn, schema)
@@ -179,6 +181,7 @@ def load_first_import(
     counts.events = first.end
     counts.batches = 1
     counts.position = first.end
+    log.info("bulk_loaded", schema=schema, import_id=first.import_id, events=first.end)
     if on_batch:
         on_batch(counts, until)
     return counts

@@ -35,7 +35,7 @@ _KINDS = {spec.kind for spec in SPECS}
 _VERSIONS = {event_type(cls): current_version(event_type(cls)) for cls in EVENT_TYPES}
 # What the database says when a value of one event cannot be written (a number out of range, an operation
 # on the wrong JSON type, a constraint): the event is located and named, never skipped.
-_EVENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+EVENT_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 # Changed records patched per fetch: bounds the projector's memory (see _apply_changes).
 _CHANGE_CHUNK = 100
 
@@ -433,7 +433,7 @@ def _apply_until_refused(
             return first
         except ProjectionStalled as exc:
             first = exc
-        except _EVENT_ERRORS as exc:
+        except EVENT_ERRORS as exc:
             first = _locate(conn, schema, after, end, exc)
         # Another event before it may be refused too (found in an earlier round, or by another check).
         end = first.position - 1
@@ -455,7 +455,7 @@ def _locate(
             lo = mid
         except ProjectionStalled as exc:
             return exc
-        except _EVENT_ERRORS as exc:
+        except EVENT_ERRORS as exc:
             hi, error = mid, exc
     text = " ".join(str(error).split()) or type(error).__name__
     return _stalled_at(conn, hi, f"the database refused it: {text}")
