@@ -27,7 +27,7 @@ from projections.beside import beside
 from projections.kinds import POWERS, SPECS, TableSpec
 from projections.projector import EVENT_ERRORS, PROJECTORS, BatchCounts, column_list, record_expr
 from projections.tables import CHECKPOINTS, VALID_FROM, history_table, metadata
-from store import imports
+from store import faults, imports
 from store.connection import Database
 
 log = structlog.get_logger(__name__)
@@ -151,6 +151,7 @@ def load_first_import(
                 if spec is not POWERS:
                     n = _load(conn, schema, spec, first, None, first.events.get(spec.kind, (0, 0))[0])
                     counts.applied[spec.table]["added"] += n
+        faults.point("bulk_load", 1)
         # The powers in two halves (odd and even positions), the odd one on a second connection.
         total, even = first.events.get(POWERS.kind, (0, 0))
 
@@ -161,7 +162,9 @@ def load_first_import(
         with beside(db, odd_half) as odd:
             with conn.transaction():
                 _load(conn, schema, POWERS, first, (0, 2), even)
+            faults.point("bulk_load", 2)  # the odd half may still be in flight
             odd.join()
+        faults.point("bulk_load", 3)
         counts.applied[POWERS.table]["added"] += total
     except (_Refused, *EVENT_ERRORS) as exc:
         # The projector finds the event, names it and commits what comes before it, as it always does.

@@ -2,7 +2,9 @@
 this process when it reaches that point (the Nth time). Unset (always, outside tests) it does nothing.
 
 Points: the importer's `record`, `after_batch`, `before_commit`; the projector's `project_batch` (project,
-follow, rebuild, replay); the rebuild's `rebuild_built` (shadow tables complete) and `rebuild_swap` (inside
+follow, rebuild and replay after the first import); the bulk load of the first import's `bulk_load` (1: the
+tables but the powers written, 2: half the powers, the other half in flight, 3: all, not yet checkpointed); the
+rebuild's `rebuild_built` (shadow tables complete) and `rebuild_swap` (inside
 the swap's transaction); the follower's `follow_reconnect` (its Nth attempt, over its life, to reach the server again); the
 refresh's `refresh_running` (its row recorded as running, REFRESH not yet sent); verify's `verify_rebuilt` (its
 scratch schema built, not yet hashed or dropped).

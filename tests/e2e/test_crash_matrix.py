@@ -48,6 +48,8 @@ OLD, NEW = SAMPLES / "mids-20.1224", SAMPLES / "mids-21.0331"
 RELEASES = (OLD, NEW)
 # 78 + 26 + 26 positions in ranges of at most 5 that stop at each import's end: 16 + 6 + 6 batches.
 BATCHES_OF_THREE_IMPORTS = 28
+# A rebuild loads the first import in bulk (3 fault points), then projects the other two: 6 + 6 batches.
+BULK_LOAD_POINTS, BATCHES_AFTER_THE_FIRST_IMPORT = 3, 12
 # An import on top of another adds 26 events: 6 COPYs of at most 5. Both samples yield at least 74 records.
 DIFF_COPIES, RECORDS = 6, 74
 
@@ -232,7 +234,12 @@ def test_rebuild_killed_at_20_seeded_moments(dsn: str) -> None:
             live = table_hashes(conn)
         for kill in range(KILLS):
             point = r.choice(
-                [f"project_batch:{r.randint(1, BATCHES_OF_THREE_IMPORTS)}", "rebuild_built", "rebuild_swap"]
+                [
+                    f"bulk_load:{r.randint(1, BULK_LOAD_POINTS)}",
+                    f"project_batch:{r.randint(1, BATCHES_AFTER_THE_FIRST_IMPORT)}",
+                    "rebuild_built",
+                    "rebuild_swap",
+                ]
             )
             killed(["rebuild"], dsn, point)
             with psycopg.connect(dsn, autocommit=True) as conn:
