@@ -327,7 +327,7 @@ def _patched(position: int, sid: str, record: Any, patch: Any) -> Any:
     if not isinstance(patch, list):
         raise ProjectionStalled(position, sid, "EntityChanged", "its patch is not a JSON array")
     try:
-        return apply(record, patch)
+        return apply(record, patch, in_place=True)  # record was just decoded from its row: ours
     except PatchError as exc:
         raise ProjectionStalled(position, sid, "EntityChanged", f"its patch does not apply: {exc}") from None
 

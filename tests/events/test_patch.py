@@ -27,6 +27,19 @@ def test_apply_diff_gives_b_exactly(pair: tuple[Any, Any]) -> None:
     assert (patch == []) == (canonical_bytes(a) == canonical_bytes(b))
 
 
+@given(json_pairs())
+def test_applied_in_place_the_result_is_the_same_and_the_patch_untouched(pair: tuple[Any, Any]) -> None:
+    a, b = pair
+    patch = diff(a, b)
+    patch_before = canonical_bytes(patch)
+    mine = copy.deepcopy(a)
+    result = apply(mine, patch, in_place=True)
+    assert canonical_bytes(result) == canonical_bytes(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert result is mine  # no copy of the document was made
+    assert canonical_bytes(patch) == patch_before
+
+
 @given(JSON_VALUES, st.randoms(use_true_random=False))
 def test_no_diff_with_itself_or_a_reordered_copy(value: Any, rnd: random.Random) -> None:
     assert diff(value, value) == []
