@@ -26,7 +26,7 @@ from projections import ddl
 from projections.beside import beside
 from projections.kinds import POWERS, SPECS, TableSpec
 from projections.projector import EVENT_ERRORS, PROJECTORS, BatchCounts, column_list, record_expr
-from projections.tables import CHECKPOINTS, VALID_FROM, history_table, metadata
+from projections.tables import CHECKPOINTS, HISTORY_TABLES, VALID_FROM, history_table, metadata
 from store import faults, imports
 from store.connection import Database
 
@@ -132,6 +132,57 @@ def _load(
     return written
 
 
+_DEFERRED = (POWERS.table, *HISTORY_TABLES)
+"""Tables loaded without their keys and indexes, made after the load: keeping a B-tree and checking a
+foreign key for each row costs more than building them once. The other tables keep theirs: they are
+small, and the powers' references are looked up in them as powers are written."""
+
+
+def _drop_keys(conn: psycopg.Connection[Any], schema: str) -> list[tuple[str, bytes]]:
+    """Drop the keys, foreign keys and indexes of the deferred tables; the statements that make them again,
+    as they were (names included), by table, in an order that works: keys, indexes, then foreign keys."""
+    constraints = conn.execute(
+        "SELECT c.relname, format('%%I.%%I', n.nspname, c.relname), quote_ident(con.conname), con.contype,"
+        " pg_get_constraintdef(con.oid) FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = ANY(%s) AND con.contype IN ('p', 'u', 'f')",
+        (schema, list(_DEFERRED)),
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT c.relname, format('%%I.%%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid)"
+        " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_class ic ON ic.oid = i.indexrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid"
+        " AND con.conrelid = i.indrelid)",
+        (schema, list(_DEFERRED)),
+    ).fetchall()
+    foreign = [c for c in constraints if c[3] == "f"]
+    keys = [c for c in constraints if c[3] != "f"]
+    for _, table, name, _, _ in (*foreign, *keys):
+        conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}".encode())
+    for _, name, _ in indexes:
+        conn.execute(f"DROP INDEX {name}".encode())
+    again = [(t, f"ALTER TABLE {table} ADD CONSTRAINT {name} {d}") for t, table, name, _, d in keys]
+    again += [(t, definition) for t, _, definition in indexes]
+    again += [(t, f"ALTER TABLE {table} ADD CONSTRAINT {name} {d}") for t, table, name, _, d in foreign]
+    return [(t, statement.encode()) for t, statement in again]
+
+
+def _make_again(db: Database, conn: psycopg.Connection[Any], again: list[tuple[str, bytes]]) -> None:
+    """The dropped keys and indexes: the powers' on this connection, the history tables' beside it."""
+
+    def history(other: psycopg.Connection[Any]) -> None:
+        for table, statement in again:
+            if table != POWERS.table:
+                other.execute(statement)
+
+    with beside(db, history) as other:
+        for table, statement in again:
+            if table == POWERS.table:
+                conn.execute(statement)
+        other.join()
+
+
 def load_first_import(
     db: Database,
     conn: psycopg.Connection[Any],
@@ -147,6 +198,7 @@ def load_first_import(
     counts = BatchCounts()
     try:
         with conn.transaction():
+            again = _drop_keys(conn, schema)
             for spec in SPECS:  # referenced tables first: references resolve as rows are written
                 if spec is not POWERS:
                     n = _load(conn, schema, spec, first, None, first.events.get(spec.kind, (0, 0))[0])
@@ -164,6 +216,7 @@ def load_first_import(
                 _load(conn, schema, POWERS, first, (0, 2), even)
             faults.point("bulk_load", 2)  # the odd half may still be in flight
             odd.join()
+        _make_again(db, conn, again)
         faults.point("bulk_load", 3)
         counts.applied[POWERS.table]["added"] += total
     except (_Refused, *EVENT_ERRORS) as exc:
