@@ -5,7 +5,8 @@ A log's first import holds only EntityAdded events, one per stream, and the sche
 so the projector's rounds, staging and existence checks have nothing to decide there. Each table is filled
 by one INSERT … SELECT over the import's events that reads each record once, its refusal check folded in;
 the powers (most of the bytes) by two connections, each taking half of the events. Its history rows are
-copies of its rows, valid from that import.
+copies of its rows, valid from that import. The powers and history tables are loaded without their keys
+and indexes, which are made again after the load.
 
 Anything else is left to the projector, which applies the range event by event and stops at the first it
 cannot apply, as always: another event type, an unknown kind or schema version, or a record the projector
