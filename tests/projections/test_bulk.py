@@ -72,6 +72,36 @@ def test_rebuild_and_replay_load_the_first_import_in_bulk_and_leave_what_the_pro
         assert replayed == table_hashes(conn, "by_projector")
 
 
+def _keys_and_indexes(conn: psycopg.Connection[Any]) -> set[tuple[str, str, str]]:
+    indexes = conn.execute(
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+    ).fetchall()
+    constraints = conn.execute(
+        "SELECT c.relname, con.conname, pg_get_constraintdef(con.oid) FROM pg_constraint con"
+        " JOIN pg_class c ON c.oid = con.conrelid WHERE c.relnamespace = 'public'::regnamespace"
+    ).fetchall()
+    return {*indexes, *constraints}
+
+
+def test_the_keys_and_indexes_dropped_for_the_load_are_made_again_as_they_were(
+    db: Database, dsn: str
+) -> None:
+    run_import(db, OLD)
+    run_import(db, NEW)
+    projections.project(db)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = _keys_and_indexes(conn)
+        # Those the load does without: the powers' and every history table's.
+        assert {
+            ("powers", "powers_pkey"),
+            ("powers", "powers_powerset_id_fkey"),
+            ("powers_history", "powers_history_full_name_idx"),
+        } <= {(t, n) for t, n, _ in before}
+    projections.rebuild(db)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert _keys_and_indexes(conn) == before
+
+
 def _power(key: str, **fields: Any) -> Raw:
     return added("power", {"FullName": key, "DisplayName": key.rsplit(".", 1)[-1], **fields}, key)
 
