@@ -16,7 +16,7 @@ would refuse (the load's work is then thrown away and the tables made again, emp
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, LiteralString, NamedTuple
 
 import psycopg
 import structlog
@@ -72,15 +72,17 @@ def first_import(conn: psycopg.Connection[Any], until: int) -> FirstImport | Non
     return FirstImport(end, ends[end], {kind: (int(n), int(even)) for kind, n, even, *_ in rows})
 
 
+def _only(part: tuple[int, int] | None, column: LiteralString) -> sql.Composable:
+    """A filter keeping part (i, n) of the rows, those whose position (or id, the same) is i modulo n."""
+    if part is None:
+        return sql.SQL("")
+    return sql.SQL(column + " %% {} = {}").format(sql.Literal(part[1]), sql.Literal(part[0]))
+
+
 def _insert(schema: str, spec: TableSpec, part: tuple[int, int] | None) -> sql.Composed:
     """The table's rows from the import's events (of one part of them), the records the projector would
     refuse left out: the caller compares the rows written with the events."""
     names, exprs = column_list(schema, spec, "x.key")
-    only_part = (
-        sql.SQL(" AND e.global_position %% {} = {}").format(sql.Literal(part[1]), sql.Literal(part[0]))
-        if part
-        else sql.SQL("")
-    )
     return sql.SQL(
         "INSERT INTO {table} (id, {names}) SELECT x.global_position, {exprs} FROM"
         " (SELECT y.*, {refusal} AS reason FROM"
@@ -95,17 +97,12 @@ def _insert(schema: str, spec: TableSpec, part: tuple[int, int] | None) -> sql.C
         names=names,
         exprs=exprs,
         refusal=sql.SQL(spec.refusal),
-        part=only_part,
+        part=_only(part, " AND e.global_position"),
     )
 
 
 def _history(schema: str, spec: TableSpec, part: tuple[int, int] | None) -> sql.Composed:
     columns = [c.name for c in metadata.tables[spec.table].columns]
-    only_part = (
-        sql.SQL(" WHERE id %% {} = {}").format(sql.Literal(part[1]), sql.Literal(part[0]))
-        if part
-        else sql.SQL("")
-    )
     return sql.SQL(
         "INSERT INTO {history} ({names}, {valid_from}) SELECT {names}, %s FROM {table}{part}"
     ).format(
@@ -113,7 +110,7 @@ def _history(schema: str, spec: TableSpec, part: tuple[int, int] | None) -> sql.
         table=sql.Identifier(schema, spec.table),
         names=sql.SQL(", ").join(map(sql.Identifier, columns)),
         valid_from=sql.Identifier(VALID_FROM),
-        part=only_part,
+        part=_only(part, " WHERE id"),
     )
 
 
