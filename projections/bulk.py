@@ -26,8 +26,8 @@ from events import EntityAdded, current_version, event_type
 from projections import ddl
 from projections.beside import beside
 from projections.kinds import POWERS, SPECS, TableSpec
-from projections.projector import EVENT_ERRORS, PROJECTORS, BatchCounts, column_list, record_expr
-from projections.tables import CHECKPOINTS, HISTORY_TABLES, VALID_FROM, history_table, metadata
+from projections.projector import EVENT_ERRORS, BatchCounts, column_list, move_checkpoints, record_expr
+from projections.tables import HISTORY_TABLES, VALID_FROM, history_table, metadata
 from store import faults, imports
 from store.connection import Database
 
@@ -225,13 +225,7 @@ def load_first_import(
             ddl.drop_schema(conn, schema)
             ddl.create_tables(conn, schema)
         return None
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {} (projector, position, updated_at) SELECT p, %s, clock_timestamp()"
-            " FROM unnest(%s::text[]) p"
-        ).format(sql.Identifier(schema, CHECKPOINTS)),
-        (first.end, list(PROJECTORS)),
-    )
+    move_checkpoints(conn, schema, first.end)
     counts.events = first.end
     counts.batches = 1
     counts.position = first.end

@@ -332,6 +332,17 @@ def _patched(position: int, sid: str, record: Any, patch: Any) -> Any:
         raise ProjectionStalled(position, sid, "EntityChanged", f"its patch does not apply: {exc}") from None
 
 
+def move_checkpoints(conn: psycopg.Connection[Any], schema: str, position: int) -> None:
+    """Every projector of the schema has applied the log up to `position` (in the caller's transaction)."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (projector, position, updated_at) SELECT p, %s, clock_timestamp() FROM unnest(%s::text[]) p"
+            " ON CONFLICT (projector) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at"
+        ).format(sql.Identifier(schema, CHECKPOINTS)),
+        (position, list(PROJECTORS)),
+    )
+
+
 def apply_range(
     conn: psycopg.Connection[Any], schema: str, after: int, until: int, counts: BatchCounts
 ) -> None:
@@ -346,13 +357,7 @@ def apply_range(
         if spec.references:
             _resolve_dangling(conn, schema, spec)
     temporal.record_versions(conn, schema, staged.import_ids)
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {} (projector, position, updated_at) SELECT p, %s, clock_timestamp() FROM unnest(%s::text[]) p"
-            " ON CONFLICT (projector) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at"
-        ).format(sql.Identifier(schema, CHECKPOINTS)),
-        (until, list(PROJECTORS)),
-    )
+    move_checkpoints(conn, schema, until)
     counts.events += staged.events
     counts.batches += 1
     counts.position = until
