@@ -15,6 +15,8 @@ import msgspec
 import psycopg
 import structlog
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.types.json import JsonbBinaryLoader
 
 from events import EVENT_TYPES, PatchError, apply, current_version, event_type
 from projections import stalls, temporal
@@ -28,6 +30,7 @@ from store.log import STAGED, head, stage_range
 log = structlog.get_logger(__name__)
 
 _ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
 # jsonb's binary input: a version byte, then JSON text.
 _JSONB_V1 = b"\x01"
 PROJECTORS = tuple(spec.table for spec in SPECS)
@@ -243,6 +246,30 @@ def _resolve_dangling(conn: psycopg.Connection[Any], schema: str, spec: TableSpe
         )
 
 
+# The session's table of a round's changed records. Uncompressed: each is written once and read twice (the
+# refusal check, the UPDATE), and compressing 10-20 KB records costs more than the reads save.
+_PATCHED_RECORDS = (
+    "DO $$ BEGIN IF to_regclass('pg_temp.patched_records') IS NULL THEN"
+    " CREATE TEMP TABLE patched_records (position bigint, stream_id text, k text, r jsonb, escaped bool)"
+    " ON COMMIT DELETE ROWS; ALTER TABLE patched_records ALTER r SET STORAGE EXTERNAL; END IF; END $$"
+)
+# A changed record the importer kept in `streams` is taken from there when it is the stream's record after
+# this very event (its version, and the hash the event names): the same bytes the patch gives, without
+# reading the old record, patching it in Python and copying it back. Records holding U+0000 or the mark that
+# escapes it in jsonb (store.nul), and anything else, are patched here.
+_FROM_STREAMS = (
+    "INSERT INTO patched_records (position, stream_id, k, r, escaped)"
+    " SELECT b.global_position, b.stream_id, b.key, convert_from(s.record, 'UTF8')::jsonb, false FROM {staged} b"
+    " JOIN events e ON e.global_position = b.global_position AND e.global_position > %s AND e.global_position <= %s"
+    " JOIN streams s ON s.stream_id = b.stream_id AND s.version = b.stream_version"
+    " JOIN {table} t ON t.{key} = b.key"
+    " WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged' AND NOT s.removed"
+    " AND jsonb_typeof(e.data->'patch') = 'array' AND encode(sha256(s.record), 'hex') = e.data->>'hash'"
+    " AND position('\\x5c7530303030'::bytea IN s.record) = 0"  # \\u0000
+    " AND position('\\xee8080'::bytea IN s.record) = 0"
+)
+
+
 def _apply_changes(
     conn: psycopg.Connection[Any],
     schema: str,
@@ -252,12 +279,16 @@ def _apply_changes(
 ) -> int:
     """Patch the rows of this round's EntityChanged events.
 
-    The patches are applied here in Python (events.patch), then written back in one set-based UPDATE:
-    a JSON Patch applied in PL/pgSQL rebuilds the whole document per operation, 10x slower on real powers.
-    The rows are read through a server-side cursor and copied out a chunk at a time, so the projector holds
-    at most _CHANGE_CHUNK parsed records (a real power parses to 50-100 KB of Python objects), whatever
-    the range and release size.
+    Records the importer kept in `streams` are taken from there (_FROM_STREAMS). The others are patched here
+    in Python (events.patch): a JSON Patch applied in PL/pgSQL rebuilds the whole document per operation,
+    10x slower on real powers. Their rows are read through a server-side cursor and copied out a chunk at a
+    time, so the projector holds at most _CHANGE_CHUNK parsed records (a real power parses to 50-100 KB of
+    Python objects), whatever the range and release size. All are written back by one set-based UPDATE.
     """
+    conn.execute(_PATCHED_RECORDS)
+    # DELETE, not TRUNCATE: most rounds have no changes of this kind, and a TRUNCATE writes the catalog.
+    conn.execute("DELETE FROM patched_records")
+    written = conn.execute(_q(_FROM_STREAMS, schema, spec), (*bounds, spec.kind, rn)).rowcount
     query = _q(
         "SELECT b.global_position, b.stream_id, b.key, e.data->'patch', b.escaped, "
         + spec.record_from_row
@@ -265,21 +296,16 @@ def _apply_changes(
         " JOIN events e ON e.global_position = b.global_position AND e.global_position > %s"
         " AND e.global_position <= %s JOIN {table} t ON t.{key} = b.key"
         " WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged'"
+        " AND NOT EXISTS (SELECT 1 FROM patched_records p WHERE p.position = b.global_position)"
         # In log order, as one fetch sorted them: the first patch that fails is the earliest one.
         " ORDER BY b.global_position",
         schema,
         spec,
     )
-    copied = 0
     with conn.cursor("patch_source", binary=True) as source:
+        source.adapters.register_loader("jsonb", _JsonbLoader)
         source.execute(query, (*bounds, spec.kind, rn))
         while rows := source.fetchmany(_CHANGE_CHUNK):
-            if not copied:
-                conn.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS patched_records"
-                    " (position bigint, stream_id text, k text, r jsonb, escaped bool) ON COMMIT DELETE ROWS"
-                )
-                conn.execute("TRUNCATE patched_records")
             # The connection cannot fetch while a COPY is open: one COPY per chunk.
             with conn.cursor().copy(
                 "COPY patched_records (position, stream_id, k, r, escaped) FROM STDIN (FORMAT BINARY)"
@@ -295,9 +321,9 @@ def _apply_changes(
                             escaped,
                         )
                     )
-            copied += len(rows)
+            written += len(rows)
             del rows  # before the next fetch, so two chunks are never held at once
-    if not copied:
+    if not written:
         return 0
     refused = conn.execute(
         sql.SQL(
@@ -321,6 +347,17 @@ def _apply_changes(
         )
     )
     return max(cur.rowcount, 0)
+
+
+class _JsonbLoader(JsonbBinaryLoader):
+    """jsonb parsed by msgspec (several times faster than the json module on records of 10-20 KB); what
+    msgspec refuses and the json module reads (a number beyond a double) as before."""
+
+    def load(self, data: Buffer) -> Any:
+        try:
+            return _DECODER.decode(bytes(data[1:]) if data[:1] == _JSONB_V1 else b"")
+        except msgspec.DecodeError:
+            return super().load(data)  # and its message for another binary format
 
 
 def _patched(position: int, sid: str, record: Any, patch: Any) -> Any:
