@@ -630,6 +630,12 @@ def ratios(row: dict[str, Any]) -> dict[str, float]:
             out["rebuild_vs_read_tables_ceiling"] = (
                 row["rebuild_ceiling"]["read_tables_seconds"] / s["rebuild"]["seconds"]
             )
+        # The time the command reports, from its start to the swap: what the in-process ceiling is timed
+        # over too (neither counts starting Python and importing the CLI, `CLI start-up` above).
+        if s["rebuild"].get("reported_s"):
+            out["rebuild_reported_vs_ceiling"] = (
+                row["rebuild_ceiling"]["seconds"] / s["rebuild"]["reported_s"]
+            )
     if row.get("append"):
         out["append_vs_peer"] = row["append"]["ratio"]
     return {k: round(v, 3) for k, v in out.items()}
@@ -665,6 +671,8 @@ def markdown(result: dict[str, Any]) -> str:
                 c = row["rebuild_ceiling"]
                 ceiling = f"{c['seconds']:.2f} ({c['read_tables_seconds']:.2f} read tables alone)"
                 ratio = f"{r['rebuild_vs_ceiling']:.2f} ({r['rebuild_vs_read_tables_ceiling']:.2f})"
+                if "rebuild_reported_vs_ceiling" in r:
+                    ratio += f"; {r['rebuild_reported_vs_ceiling']:.2f} on the time it reports"
                 target = f">= {TARGETS['rebuild_vs_ceiling']}"
             head = f"| {row['scale']} | {row['powers']:,} | {row['source_mb']:,} " if first else "| | | "
             first = False

@@ -145,7 +145,7 @@ def rebuild_command(
         )
     console.print(
         f"rebuilt the read tables from {result.counts.events:,} events (position {result.counts.position}) in "
-        f"{result.seconds:.1f} s; swapped in {result.swap_ms:.0f} ms"
+        f"{result.seconds:.2f} s; swapped in {result.swap_ms:.0f} ms"
     )
     with db.connect(autocommit=True) as conn:
         scheduler.record_built(conn, result.counts.position)
