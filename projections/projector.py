@@ -265,7 +265,8 @@ _FROM_STREAMS = (
     " JOIN {table} t ON t.{key} = b.key"
     " WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged' AND NOT s.removed"
     " AND jsonb_typeof(e.data->'patch') = 'array' AND encode(sha256(s.record), 'hex') = e.data->>'hash'"
-    " AND position('\\x5c7530303030'::bytea IN s.record) = 0"  # \\u0000
+    # Neither the six bytes of the JSON escape for U+0000 nor U+E000 in UTF-8.
+    " AND position('\\x5c7530303030'::bytea IN s.record) = 0"
     " AND position('\\xee8080'::bytea IN s.record) = 0"
 )
 
