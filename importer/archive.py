@@ -32,7 +32,8 @@ class Export(ABC):
     def __init__(self, name: str, limits: ReadLimits) -> None:
         self.name = name
         self.limits = limits
-        self._digests: dict[str, str] = {}
+        # Raw 32-byte digests: a hex string costs 48 bytes more a file (2 MB at 40,000 files).
+        self._digests: dict[str, bytes] = {}
         self._total_read = 0
 
     @property
@@ -56,15 +57,15 @@ class Export(ABC):
         return MeteredReader(self, rel, self._open_raw(rel))
 
     @property
-    def digests(self) -> Mapping[str, str]:
-        """SHA-256 (hex) of the raw bytes of every file read to the end so far."""
+    def digests(self) -> Mapping[str, bytes]:
+        """SHA-256 of the raw bytes of every file read to the end so far."""
         return self._digests
 
     def content_hash(self) -> str:
         """SHA-256 over `path NUL sha256(bytes) LF` of every file read, in sorted path order."""
         h = hashlib.sha256()
         for rel in sorted(self._digests):
-            h.update(f"{rel}\0{self._digests[rel]}\n".encode())
+            h.update(f"{rel}\0{self._digests[rel].hex()}\n".encode())
         return h.hexdigest()
 
     @abstractmethod
@@ -79,7 +80,7 @@ class Export(ABC):
     ) -> None:
         self.close()
 
-    def _finished(self, rel: str, count: int, digest: str) -> None:
+    def _finished(self, rel: str, count: int, digest: bytes) -> None:
         if rel not in self._digests:
             self._digests[rel] = digest
             self._total_read += count
@@ -115,7 +116,7 @@ class MeteredReader:
                     raise _too_much(self._rel, limits)
                 self._hash.update(data)
         elif size and self._first:
-            self._export._finished(self._rel, self._count, self._hash.hexdigest())
+            self._export._finished(self._rel, self._count, self._hash.digest())
         return data
 
     def close(self) -> None:
@@ -207,7 +208,9 @@ class DirectoryExport(Export):
         return files, frozenset(dirs)
 
     def _rel(self, full: str) -> str:
-        return Path(os.path.relpath(full, self._root)).as_posix()
+        # Not through pathlib: it interns every part, and the interpreter's table of interned strings
+        # keeps its size after they are gone (about 4 MB at 40,000 files).
+        return os.path.relpath(full, self._root).replace(os.sep, "/")
 
     def _inside(self, full: str) -> str:
         real = os.path.realpath(full)

@@ -17,6 +17,12 @@ _EMPTY: Final = 0
 _MIN_SLOTS: Final = 1024
 
 
+def _table(slots: int) -> tuple[array[int], array[int], array[int]]:
+    """Empty slots: high words, low words, values. Made by repeating one zero, not from a zeroed `bytes` of
+    the same size, which would be held beside each array while it is copied in."""
+    return array("Q", [_EMPTY]) * slots, array("Q", [0]) * slots, array("q", [0]) * slots
+
+
 def key_digest(key: str) -> bytes:
     """The 16 bytes that stand for a natural key."""
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
@@ -25,11 +31,13 @@ def key_digest(key: str) -> bytes:
 class KeySet:
     """Keys added once each, with an int (where the key was first read) kept beside each."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int = 0) -> None:
+        """A set sized for `expected` keys (more make it grow): growing holds the old table and the new one
+        at once, so a good guess lowers the peak as well as the time."""
         self._slots = _MIN_SLOTS
-        self._hi = array("Q", bytes(8 * self._slots))
-        self._lo = array("Q", bytes(8 * self._slots))
-        self._value = array("q", bytes(8 * self._slots))
+        while expected * 4 > self._slots * 3:
+            self._slots *= 2
+        self._hi, self._lo, self._value = _table(self._slots)
         self._count = 0
 
     def __len__(self) -> int:
@@ -75,9 +83,7 @@ class KeySet:
     def _grow(self) -> None:
         old = zip(self._hi, self._lo, self._value, strict=True)
         self._slots *= 2
-        self._hi = array("Q", bytes(8 * self._slots))
-        self._lo = array("Q", bytes(8 * self._slots))
-        self._value = array("q", bytes(8 * self._slots))
+        self._hi, self._lo, self._value = _table(self._slots)
         for hi, lo, value in old:
             if hi != _EMPTY:
                 slot = self._find(hi, lo)

@@ -157,6 +157,8 @@ def _run(
             result.files = len(reader.files)
             _finish(conn, meta, result)
             return
+        # The last import's keys per kind: the reader's record of keys read is sized once for about as many.
+        reader.expect(log.live_counts(conn))
         differ = Differ(
             lambda sids: log.heads_of(conn, sids),
             lambda sids: log.current_records(conn, sids),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -110,6 +110,7 @@ class ExportReader:
         # Per kind, key -> where it was first read, as file number << 32 | index + 1: a few dozen bytes a
         # key, for exports of hundreds of thousands of records.
         self._seen: dict[Kind, KeySet] = {kind: KeySet() for kind in KINDS}
+        self._seen["powerset"] = KeySet(expected=len(self._files) - 2)  # one a file
         self._started = False
         self._complete = False
         self._archetypes: ParsedFile | None = parse_file(export, ARCHETYPES_FILE, ("Archetypes",), limits)
@@ -119,6 +120,15 @@ class ExportReader:
     def files(self) -> tuple[str, ...]:
         """The files read for records, in reading order."""
         return self._files
+
+    def expect(self, counts: Mapping[str, int]) -> None:
+        """Size the record of keys read for about `counts[kind]` keys of each kind (the last import's
+        counts are a good guess), before any record is read."""
+        if self._started:
+            raise RuntimeError("expect() comes before the records are read")
+        for kind in KINDS:
+            if kind != "powerset" and counts.get(kind):  # the powersets' count is known: one a file
+                self._seen[kind] = KeySet(expected=counts[kind])
 
     def seen(self, kind: str, key: str) -> bool:
         """Whether a record of this kind and key has been read so far."""

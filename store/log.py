@@ -646,6 +646,12 @@ def heads_of(conn: psycopg.Connection[Any], stream_ids: Sequence[str]) -> dict[s
     return {row[0]: StreamHead(*row) for row in rows}
 
 
+def live_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Live (not removed) streams per kind."""
+    rows = conn.execute("SELECT kind, count(*) FROM streams WHERE NOT removed GROUP BY kind").fetchall()
+    return {str(kind): int(n) for kind, n in rows}
+
+
 def live_streams(conn: psycopg.Connection[Any], fetch: int = 5000) -> Iterator[StreamHead]:
     """Every live (not removed) stream in stream_id order, through a server-side cursor of the caller's
     transaction: `fetch` rows at a time are held, and the connection may run other statements (appends)

@@ -138,3 +138,37 @@ def test_removals_found_by_a_cursor_while_batches_are_appended(
     assert removed == (gone_powers + gone_sets,)
     assert dict(live)["power"] == kept_powers
     assert str(verified) == str(dropped.head)
+
+
+def test_the_record_of_keys_read_is_sized_from_the_last_import(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Growing the key set holds its old table and the new one at once: an import sizes it once, from the
+    # live streams of the last import (powersets from the number of powerset files), so it need not grow.
+    from importer import keyset, source
+
+    monkeypatch.setattr(keyset, "_MIN_SLOTS", 8)  # the samples' few keys would fit the usual first size
+    sized: dict[int, int] = {}
+    grown: list[int] = []
+
+    class Spy(keyset.KeySet):
+        def __init__(self, expected: int = 0) -> None:
+            super().__init__(expected)
+            sized[expected] = self._slots
+
+        def _grow(self) -> None:
+            grown.append(self._slots)
+            super()._grow()
+
+    monkeypatch.setattr(source, "KeySet", Spy)
+    run_import(db, SAMPLES / "mids-20.1224")
+    assert grown, "a first import's powers start from the smallest table and grow"
+    with psycopg.connect(db.dsn) as conn:
+        live = log.live_counts(conn)
+    assert live["power"] > 8 and live["enhancement"] > 8
+    assert live["powerset"] in sized  # one powerset a file: sized from the files even the first time
+    sized.clear()
+    grown.clear()
+    run_import(db, SAMPLES / "mids-21.0331")
+    assert {live["power"], live["enhancement"], live["archetype"]} <= set(sized)
+    assert grown == []
