@@ -4,7 +4,7 @@ A dict of key -> location costs some 270 bytes per key (the key string, a tuple,
 about 100 MB for the 365K powers of a large export; a dict of 16-byte digests still 138 bytes (50 MB).
 Here a key is its 128-bit BLAKE2b digest (never colliding in practice: 2**-128 per pair) in an
 open-addressing table of plain 64-bit words, with the place it was first read beside it: 24 bytes a slot,
-at most 3/4 full.
+at most 3/4 full (the tables are 16, see KeySet).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from array import array
 from typing import Final
 
 _EMPTY: Final = 0
-_MIN_SLOTS: Final = 1024
+_SHARDS: Final = 16
+_SHARD_SHIFT: Final = 64 - 4  # the high word's top 4 bits pick the table
+_MIN_SLOTS: Final = 64  # a table's first size: 1,024 slots in all
 
 
 def _table(slots: int) -> tuple[array[int], array[int], array[int]]:
@@ -28,26 +30,15 @@ def key_digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-class KeySet:
-    """Keys added once each, with an int (where the key was first read) kept beside each."""
+class _Table:
+    """One open-addressing table of (high word, low word, value), linear probing, at most 3/4 full."""
 
-    def __init__(self, expected: int = 0) -> None:
-        """A set sized for `expected` keys (more make it grow): growing holds the old table and the new one
-        at once, so a good guess lowers the peak as well as the time."""
+    def __init__(self, expected: int) -> None:
         self._slots = _MIN_SLOTS
         while expected * 4 > self._slots * 3:
             self._slots *= 2
         self._hi, self._lo, self._value = _table(self._slots)
         self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    @staticmethod
-    def _words(key: str) -> tuple[int, int]:
-        digest = key_digest(key)
-        # The high word is never 0, so 0 marks an empty slot.
-        return int.from_bytes(digest[:8], "little") | 1, int.from_bytes(digest[8:], "little")
 
     def _find(self, hi: int, lo: int) -> int:
         """The slot holding (hi, lo), or the empty slot where it would go (linear probing)."""
@@ -60,25 +51,20 @@ class KeySet:
                 return slot
             slot = (slot + 1) & mask
 
-    def get(self, key: str) -> int | None:
-        """The value kept for `key`, or None when it was never added."""
-        hi, lo = self._words(key)
+    def get(self, hi: int, lo: int) -> int | None:
         slot = self._find(hi, lo)
         return None if self._hi[slot] == _EMPTY else self._value[slot]
 
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
-
-    def add(self, key: str, value: int) -> None:
-        """Keep `value` for a key not added before (a key already there keeps its first value)."""
-        hi, lo = self._words(key)
+    def add(self, hi: int, lo: int, value: int) -> bool:
+        """Keep `value` for (hi, lo) unless it is there already; whether it was added."""
         slot = self._find(hi, lo)
         if self._hi[slot] != _EMPTY:
-            return
+            return False
         self._hi[slot], self._lo[slot], self._value[slot] = hi, lo, value
         self._count += 1
         if self._count * 4 > self._slots * 3:  # at most 3/4 full: probes stay a few slots long
             self._grow()
+        return True
 
     def _grow(self) -> None:
         old = zip(self._hi, self._lo, self._value, strict=True)
@@ -88,3 +74,46 @@ class KeySet:
             if hi != _EMPTY:
                 slot = self._find(hi, lo)
                 self._hi[slot], self._lo[slot], self._value[slot] = hi, lo, value
+
+
+class KeySet:
+    """Keys added once each, with an int (where the key was first read) kept beside each.
+
+    The keys are spread over _SHARDS tables by their digest's top bits, each growing on its own: a table
+    that doubles holds its old and its new arrays at once, and that is a sixteenth of the whole, not all of it
+    (6 MB at once for the 365K powers of a large export, when it was one table)."""
+
+    def __init__(self, expected: int = 0) -> None:
+        """A set sized for about `expected` keys (more make it grow)."""
+        # A little over an even share: the shares differ by a few per cent.
+        share = expected // _SHARDS + expected // (_SHARDS * 16)
+        self._tables = [_Table(share) for _ in range(_SHARDS)]
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def slots(self) -> int:
+        """Slots of all the tables (24 bytes each)."""
+        return sum(t._slots for t in self._tables)
+
+    @staticmethod
+    def _words(key: str) -> tuple[int, int]:
+        digest = key_digest(key)
+        # The high word is never 0, so 0 marks an empty slot.
+        return int.from_bytes(digest[:8], "little") | 1, int.from_bytes(digest[8:], "little")
+
+    def get(self, key: str) -> int | None:
+        """The value kept for `key`, or None when it was never added."""
+        hi, lo = self._words(key)
+        return self._tables[hi >> _SHARD_SHIFT].get(hi, lo)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def add(self, key: str, value: int) -> None:
+        """Keep `value` for a key not added before (a key already there keeps its first value)."""
+        hi, lo = self._words(key)
+        if self._tables[hi >> _SHARD_SHIFT].add(hi, lo, value):
+            self._count += 1

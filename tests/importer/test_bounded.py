@@ -147,20 +147,25 @@ def test_the_record_of_keys_read_is_sized_from_the_last_import(
     # live streams of the last import (powersets from the number of powerset files), so it need not grow.
     from importer import keyset, source
 
-    monkeypatch.setattr(keyset, "_MIN_SLOTS", 8)  # the samples' few keys would fit the usual first size
+    # One table, from 8 slots: the samples' few keys would fit the usual first sizes.
+    monkeypatch.setattr(keyset, "_SHARDS", 1)
+    monkeypatch.setattr(keyset, "_SHARD_SHIFT", 64)
+    monkeypatch.setattr(keyset, "_MIN_SLOTS", 8)
     sized: dict[int, int] = {}
     grown: list[int] = []
+    grow = keyset._Table._grow
 
     class Spy(keyset.KeySet):
         def __init__(self, expected: int = 0) -> None:
             super().__init__(expected)
-            sized[expected] = self._slots
+            sized[expected] = self.slots
 
-        def _grow(self) -> None:
-            grown.append(self._slots)
-            super()._grow()
+    def counting_grow(table: keyset._Table) -> None:
+        grown.append(table._slots)
+        grow(table)
 
     monkeypatch.setattr(source, "KeySet", Spy)
+    monkeypatch.setattr(keyset._Table, "_grow", counting_grow)
     run_import(db, SAMPLES / "mids-20.1224")
     assert grown, "a first import's powers start from the smallest table and grow"
     with psycopg.connect(db.dsn) as conn:

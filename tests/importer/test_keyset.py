@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import tracemalloc
 
-from importer.keyset import KeySet
+from importer.keyset import KeySet, _Table
 
 
 def test_answers_as_a_dict_does_through_growth() -> None:
@@ -38,33 +38,49 @@ def test_a_key_costs_under_48_bytes_when_the_table_is_not_just_grown() -> None:
     assert size / 150_000 < 48, size / 150_000  # a dict of 16-byte digests: 138
 
 
-def test_a_set_sized_for_its_keys_never_grows_and_answers_the_same() -> None:
+def test_a_set_sized_for_its_keys_does_not_grow_and_answers_the_same() -> None:
     keys = [f"Class_Blaster.Fire_Blast_s{i:05d}.Flares" for i in range(10_000)]
     sized = KeySet(expected=len(keys))
-    slots = sized._slots
-    assert slots == 16_384  # the smallest power of two at most 3/4 full with 10,000 keys
+    slots = sized.slots
+    assert slots == 16 * 1024  # each of the 16 tables sized for a little over 10,000 / 16 keys
     for i, key in enumerate(keys):
         sized.add(key, i)
-    assert sized._slots == slots and len(sized) == len(keys)
-    assert all(sized.get(k) == i for i, k in enumerate(keys))
-    more = [f"more {i}" for i in range(slots * 3 // 4 - len(keys) + 1)]
-    for key in more:  # past 3/4 full it grows as an unsized set does
-        sized.add(key, -1)
-    assert sized._slots == 2 * slots and all(sized.get(k) == -1 for k in more)
-    assert all(sized.get(k) == i for i, k in enumerate(keys))
-    assert KeySet(expected=0)._slots == KeySet()._slots == 1024
+    assert sized.slots == slots and len(sized) == len(keys)
+    more = []
+    while sized.slots == slots:  # past its size it grows, a table at a time
+        more.append(f"more {len(more)}")
+        sized.add(more[-1], -1)
+    assert slots < sized.slots <= slots + 2048
+    assert all(sized.get(k) == i for i, k in enumerate(keys)) and all(sized.get(k) == -1 for k in more)
+    assert KeySet(expected=0).slots == KeySet().slots == 1024
 
 
-def test_growing_holds_no_zeroed_bytes_beside_the_new_table() -> None:
-    seen = KeySet()
-    for i in range(int(1024 * 0.75)):
-        seen.add(f"k{i}", i)
+def test_growing_holds_only_one_table_and_no_zeroed_bytes_beside_it() -> None:
+    table = _Table(expected=768)
+    for i in range(768):
+        table.add(i << 8 | 1, i, i)
     tracemalloc.start()
     try:
-        seen.add("the key that makes it grow", 1)
+        table.add(1 << 40 | 1, 5, 1)  # the key that makes it grow
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # The new table (2,048 slots of 24 bytes) and the rehash's small objects; a zeroed 16 KB `bytes` per
+    # The new arrays (2,048 slots of 24 bytes) and the rehash's small objects; a zeroed 16 KB `bytes` per
     # array on top of it would pass 64 KB.
-    assert seen._slots == 2048 and peak < 2048 * 24 + 12_000, peak
+    assert table._slots == 2048 and peak < 2048 * 24 + 12_000, peak
+    assert all(table.get(i << 8 | 1, i) == i for i in range(768)) and table.get(1 << 40 | 1, 5) == 1
+
+
+def test_a_set_grows_a_sixteenth_at_a_time() -> None:
+    tracemalloc.start()
+    try:
+        seen = KeySet()
+        for i in range(260_000):
+            seen.add(f"k{i}", i)
+        size, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 16 tables of 32,768 slots (12.6 MB). Each doubled on its own, holding its old and new arrays at once
+    # (about 1.2 MB over the final size); one table of the whole would have held 6.3 MB more at its last
+    # doubling.
+    assert seen.slots == 16 * 32_768 and size > 12_500_000 and peak - size < 2_000_000, (size, peak)
