@@ -24,7 +24,7 @@ from projections.fingerprint import after_import
 from projections.kinds import SPECS, TableSpec
 from projections.stalls import ProjectionStalled
 from projections.tables import CHECKPOINTS, LIVE_SCHEMA
-from store import faults, imports
+from store import faults, imports, nul
 from store.log import STAGED, head, stage_range
 
 log = structlog.get_logger(__name__)
@@ -265,9 +265,7 @@ _FROM_STREAMS = (
     " JOIN {table} t ON t.{key} = b.key"
     " WHERE b.kind = %s AND b.rn = %s AND b.event_type = 'EntityChanged' AND NOT s.removed"
     " AND jsonb_typeof(e.data->'patch') = 'array' AND encode(sha256(s.record), 'hex') = e.data->>'hash'"
-    # Neither the six bytes of the JSON escape for U+0000 nor U+E000 in UTF-8.
-    " AND position('\\x5c7530303030'::bytea IN s.record) = 0"
-    " AND position('\\xee8080'::bytea IN s.record) = 0"
+    " AND position(%s IN s.record) = 0 AND position(%s IN s.record) = 0"  # nul.UNTOUCHED_UNLESS
 )
 
 
@@ -286,10 +284,21 @@ def _apply_changes(
     time, so the projector holds at most _CHANGE_CHUNK parsed records (a real power parses to 50-100 KB of
     Python objects), whatever the range and release size. All are written back by one set-based UPDATE.
     """
+    # Most rounds change nothing of most kinds: one look instead of the statements below.
+    any_change = conn.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE kind = %s AND rn = %s AND event_type = 'EntityChanged')"
+        ).format(sql.Identifier(STAGED)),
+        (spec.kind, rn),
+    ).fetchone()
+    if not (any_change and any_change[0]):
+        return 0
     conn.execute(_PATCHED_RECORDS)
-    # DELETE, not TRUNCATE: most rounds have no changes of this kind, and a TRUNCATE writes the catalog.
+    # DELETE, not TRUNCATE: a TRUNCATE writes the catalog.
     conn.execute("DELETE FROM patched_records")
-    written = conn.execute(_q(_FROM_STREAMS, schema, spec), (*bounds, spec.kind, rn)).rowcount
+    written = conn.execute(
+        _q(_FROM_STREAMS, schema, spec), (*bounds, spec.kind, rn, *nul.UNTOUCHED_UNLESS)
+    ).rowcount
     query = _q(
         "SELECT b.global_position, b.stream_id, b.key, e.data->'patch', b.escaped, "
         + spec.record_from_row

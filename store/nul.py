@@ -11,6 +11,8 @@ import re
 
 _NUL_JSON = b"\\u0000"
 _MARK = "\ue000".encode()
+UNTOUCHED_UNLESS = (_NUL_JSON, _MARK)
+"""A JSON text holding neither of these byte strings is what jsonb keeps of it, as it is (`to_jsonb`)."""
 # A \u0000 escape is real only when preceded by an even number of backslashes.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 _MARKED = re.compile(_MARK + b"(" + _MARK + b"|0)")
@@ -18,7 +20,7 @@ _MARKED = re.compile(_MARK + b"(" + _MARK + b"|0)")
 
 def to_jsonb(data: bytes) -> bytes:
     """Canonical JSON bytes -> JSON text jsonb accepts (the very same object when nothing needed escaping)."""
-    if _NUL_JSON not in data and _MARK not in data:
+    if not any(b in data for b in UNTOUCHED_UNLESS):
         return data
     data = data.replace(_MARK, _MARK + _MARK)
     return _NUL_ESCAPE.sub(lambda m: m.group(1) + _MARK + b"0", data)
