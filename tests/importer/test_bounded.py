@@ -100,6 +100,35 @@ def test_imports_hold_bounded_chunks_and_batches(dsn: str, monkeypatch: pytest.M
 
 
 @pytest.mark.slow
+def test_a_chunks_changes_are_appended_before_the_next_chunk_is_read(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The changes of an incremental import go out chunk by chunk, not held over until they fill a batch of
+    BATCH_BYTES (8 MB): held, 3,255 changed records of 21.0331 made batches of hundreds."""
+    monkeypatch.setattr(differ_module, "CHUNK_RECORDS", 100)
+    batches: list[int] = []
+    append = log.append
+
+    def counted_append(conn: psycopg.Connection[Any], import_id: int, batch: Sequence[log.Pending]) -> Any:
+        batches.append(len(batch))
+        return append(conn, import_id, batch)
+
+    db = Database(settings_for(dsn))
+    try:
+        run_import(db, OLD)
+        monkeypatch.setattr(log, "append", counted_append)
+        second = run_import(db, NEW)
+    finally:
+        db.close()
+    assert second.counts == EXPECTED["diff_20.1224_to_21.0331"]
+    assert sum(batches) == second.events == 3_259
+    # 4,955 records in chunks of 100: the 35 chunks up to the 1,509 unchanged enhancements and sets each
+    # give a batch, those after give none; the 4 tombstones go last, on their own.
+    assert max(batches) <= 100 and batches[-1] == 4
+    assert len(batches) == 36
+
+
+@pytest.mark.slow
 def test_removals_found_by_a_cursor_while_batches_are_appended(
     dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
