@@ -21,6 +21,7 @@ from typing import IO, Final
 from events.mids import ARCHETYPES_FILE
 from importer.errors import ImportInputError
 from importer.limits import DEFAULT_LIMITS, ReadLimits
+from importer.listing import Digests, FileListing
 
 _CHUNK: Final = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -32,14 +33,13 @@ class Export(ABC):
     def __init__(self, name: str, limits: ReadLimits) -> None:
         self.name = name
         self.limits = limits
-        # Raw 32-byte digests: a hex string costs 48 bytes more a file (2 MB at 40,000 files).
-        self._digests: dict[str, bytes] = {}
+        self._digests: Digests | None = None  # made with the first digest: the listing comes after this
         self._total_read = 0
 
     @property
     @abstractmethod
-    def files(self) -> Mapping[str, int]:
-        """Every regular file's relative path and declared size."""
+    def files(self) -> FileListing:
+        """Every regular file's relative path and declared size, in sorted path order."""
 
     @property
     @abstractmethod
@@ -58,14 +58,20 @@ class Export(ABC):
 
     @property
     def digests(self) -> Mapping[str, bytes]:
-        """SHA-256 of the raw bytes of every file read to the end so far."""
+        """SHA-256 of the raw bytes of every file read to the end so far, in sorted path order."""
+        return self._digest_table()
+
+    def _digest_table(self) -> Digests:
+        if self._digests is None:
+            self._digests = Digests(self.files)
         return self._digests
 
     def content_hash(self) -> str:
         """SHA-256 over `path NUL sha256(bytes) LF` of every file read, in sorted path order."""
         h = hashlib.sha256()
-        for rel in sorted(self._digests):
-            h.update(f"{rel}\0{self._digests[rel].hex()}\n".encode())
+        digests = self.digests
+        for rel in digests:
+            h.update(f"{rel}\0{digests[rel].hex()}\n".encode())
         return h.hexdigest()
 
     @abstractmethod
@@ -81,8 +87,7 @@ class Export(ABC):
         self.close()
 
     def _finished(self, rel: str, count: int, digest: bytes) -> None:
-        if rel not in self._digests:
-            self._digests[rel] = digest
+        if self._digest_table().add(rel, digest):
             self._total_read += count
 
 
@@ -166,15 +171,15 @@ class DirectoryExport(Export):
             raise
 
     @property
-    def files(self) -> Mapping[str, int]:
+    def files(self) -> FileListing:
         return self._files
 
     @property
     def dirs(self) -> frozenset[str]:
         return self._dirs
 
-    def _scan(self) -> tuple[dict[str, int], frozenset[str]]:
-        files: dict[str, int] = {}
+    def _scan(self) -> tuple[FileListing, frozenset[str]]:
+        files: list[tuple[str, int]] = []
         dirs: set[str] = set()
 
         def refuse(exc: OSError) -> None:
@@ -202,10 +207,10 @@ class DirectoryExport(Export):
                     if rel.endswith(".json"):
                         raise ImportInputError(rel, "", "a regular file")
                     continue
-                files[rel] = st.st_size
+                files.append((rel, st.st_size))
                 if len(files) > self.limits.max_files:
                     raise ImportInputError(self.name, "", _too_many(self.limits))
-        return files, frozenset(dirs)
+        return FileListing(files), frozenset(dirs)
 
     def _rel(self, full: str) -> str:
         # Not through pathlib: it interns every part, and the interpreter's table of interned strings
@@ -252,10 +257,10 @@ class ZipExport(Export):
         except BaseException:
             self._zip.close()
             raise
-        self._sizes = {rel: info.file_size for rel, info in self._members.items()}
+        self._sizes = FileListing((rel, info.file_size) for rel, info in self._members.items())
 
     @property
-    def files(self) -> Mapping[str, int]:
+    def files(self) -> FileListing:
         return self._sizes
 
     @property

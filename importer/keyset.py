@@ -1,10 +1,11 @@
-"""The natural keys an import has read, in 32 to 64 bytes each whatever their length.
+"""The natural keys an import has read, in 27 to 54 bytes each whatever their length.
 
 A dict of key -> location costs some 270 bytes per key (the key string, a tuple, its ints, the slot),
 about 100 MB for the 365K powers of a large export; a dict of 16-byte digests still 138 bytes (50 MB).
-Here a key is its 128-bit BLAKE2b digest (never colliding in practice: 2**-128 per pair) in an
-open-addressing table of plain 64-bit words, with the place it was first read beside it: 24 bytes a slot,
-at most 3/4 full (the tables are 16, see KeySet).
+Here a key is its 96-bit BLAKE2b digest in an open-addressing table of plain words, with the place it was
+first read beside it: 20 bytes a slot, at most 3/4 full (the tables are 16, see KeySet). Two of a million
+keys share a digest with a probability of about 6e-18 (n**2 / 2**97); 128 bits cost 4 bytes more a slot,
+2 MB at the 365K powers of a large export.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ _MIN_SLOTS: Final = 64  # a table's first size: 1,024 slots in all
 
 
 def _table(slots: int) -> tuple[array[int], array[int], array[int]]:
-    """Empty slots: high words, low words, values. Made by repeating one zero, not from a zeroed `bytes` of
-    the same size, which would be held beside each array while it is copied in."""
-    return array("Q", [_EMPTY]) * slots, array("Q", [0]) * slots, array("q", [0]) * slots
+    """Empty slots: high words (64 bits), low words (32 bits), values. Made by repeating one zero, not from
+    a zeroed `bytes` of the same size, which would be held beside each array while it is copied in."""
+    return array("Q", [_EMPTY]) * slots, array("I", [0]) * slots, array("q", [0]) * slots
 
 
 def key_digest(key: str) -> bytes:
-    """The 16 bytes that stand for a natural key."""
-    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    """The 12 bytes that stand for a natural key."""
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=12).digest()
 
 
 class _Table:
@@ -95,7 +96,7 @@ class KeySet:
 
     @property
     def slots(self) -> int:
-        """Slots of all the tables (24 bytes each)."""
+        """Slots of all the tables (20 bytes each)."""
         return sum(t._slots for t in self._tables)
 
     @staticmethod

@@ -25,7 +25,7 @@ def test_answers_as_a_dict_does_through_growth() -> None:
     assert seen.get("") == -5
 
 
-def test_a_key_costs_under_48_bytes_when_the_table_is_not_just_grown() -> None:
+def test_a_key_costs_under_40_bytes_when_the_table_is_not_just_grown() -> None:
     tracemalloc.start()
     try:
         seen = KeySet()
@@ -35,7 +35,7 @@ def test_a_key_costs_under_48_bytes_when_the_table_is_not_just_grown() -> None:
     finally:
         tracemalloc.stop()
     assert len(seen) == 150_000
-    assert size / 150_000 < 48, size / 150_000  # a dict of 16-byte digests: 138
+    assert size / 150_000 < 40, size / 150_000  # a dict of 16-byte digests: 138; 128-bit slots: 42
 
 
 def test_a_set_sized_for_its_keys_does_not_grow_and_answers_the_same() -> None:
@@ -65,9 +65,9 @@ def test_growing_holds_only_one_table_and_no_zeroed_bytes_beside_it() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # The new arrays (2,048 slots of 24 bytes) and the rehash's small objects; a zeroed 16 KB `bytes` per
-    # array on top of it would pass 64 KB.
-    assert table._slots == 2048 and peak < 2048 * 24 + 12_000, peak
+    # The new arrays (2,048 slots of 20 bytes) and the rehash's small objects; a zeroed `bytes` per array
+    # (40 KB in all) on top of it would pass 80 KB.
+    assert table._slots == 2048 and peak < 2048 * 20 + 12_000, peak
     assert all(table.get(i << 8 | 1, i) == i for i in range(768)) and table.get(1 << 40 | 1, 5) == 1
 
 
@@ -80,7 +80,7 @@ def test_a_set_grows_a_sixteenth_at_a_time() -> None:
         size, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # 16 tables of 32,768 slots (12.6 MB). Each doubled on its own, holding its old and new arrays at once
-    # (about 1.2 MB over the final size); one table of the whole would have held 6.3 MB more at its last
+    # 16 tables of 32,768 slots (10.5 MB). Each doubled on its own, holding its old and new arrays at once
+    # (about 1 MB over the final size); one table of the whole would have held 5.2 MB more at its last
     # doubling.
-    assert seen.slots == 16 * 32_768 and size > 12_500_000 and peak - size < 2_000_000, (size, peak)
+    assert seen.slots == 16 * 32_768 and size > 10_400_000 and peak - size < 1_700_000, (size, peak)

@@ -1,0 +1,64 @@
+"""An export's listing and digests: a dict's answers, in sorted order, in a few dozen bytes a file."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import tracemalloc
+
+import pytest
+
+from importer.listing import Digests, FileListing
+
+
+def _names(count: int) -> list[str]:
+    return [f"db/Powersets_Player/Class_Blaster_s{i:05d}.json" for i in range(count)]
+
+
+def test_a_listing_answers_as_a_dict_in_sorted_order() -> None:
+    rng = random.Random(15)
+    files = {name: rng.randrange(1 << 40) for name in [*_names(500), "I12.json", "EnhDB.json", "db/x/é.json"]}
+    shuffled = list(files.items())
+    rng.shuffle(shuffled)
+    listing = FileListing(shuffled)
+    assert list(listing) == sorted(files) and len(listing) == len(files)
+    assert all(listing[name] == size for name, size in files.items())
+    assert dict(listing) == files
+    assert "db/" not in listing and "I12.jso" not in listing and 5 not in listing
+    with pytest.raises(KeyError):
+        listing["db/Powersets_Player/Class_Blaster_s99999.json"]
+    with pytest.raises(ValueError, match=r"'I12\.json' is listed twice"):
+        FileListing([("I12.json", 1), ("EnhDB.json", 2), ("I12.json", 3)])
+
+
+def test_digests_keep_the_first_of_each_file_in_sorted_order() -> None:
+    listing = FileListing([("b", 1), ("a", 2), ("c", 3)])
+    digests = Digests(listing)
+    first, second = hashlib.sha256(b"1").digest(), hashlib.sha256(b"2").digest()
+    assert "c" not in digests and len(digests) == 0
+    assert digests.add("c", first) and digests.add("a", second)
+    assert not digests.add("c", second)  # a second read of a file does not replace its digest
+    assert list(digests) == ["a", "c"] and dict(digests) == {"a": second, "c": first}
+    assert "b" not in digests and "z" not in digests
+    with pytest.raises(KeyError):
+        digests["b"]
+    with pytest.raises(KeyError):
+        digests.add("z", first)  # only listed files have digests
+    with pytest.raises(ValueError, match="32 bytes, not 16"):
+        digests.add("b", first[:16])
+
+
+def test_a_file_costs_under_60_bytes_beside_its_name() -> None:
+    names = _names(40_000)
+    tracemalloc.start()
+    try:
+        listing = FileListing((name, 12_345_678) for name in names)
+        digests = Digests(listing)
+        for name in names:
+            digests.add(name, hashlib.sha256(name.encode()).digest())
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A tuple slot, a size, a digest and its flag: 49 bytes (52 measured). Two dicts (path -> size, path ->
+    # 32-byte digest), with an int and a bytes object a file, cost 145.
+    assert size / len(names) < 60, size / len(names)
