@@ -1,17 +1,18 @@
-"""An export's files and the digests of those read, in a few dozen bytes a file beside each name.
+"""An export's files and the digests of those read, in a few dozen bytes a file with its name.
 
-A dict of path -> size and another of path -> 32-byte digest cost some 130 bytes a file besides the path
-itself (dict slots, an int, a bytes object): 5 MB at the 40,000 files of a large export, kept to the end of
-the import for its content hash. Here the paths are one sorted tuple, found again by bisection; sizes and
-digests are packed arrays indexed like it.
+A dict of path -> size and another of path -> 32-byte digest cost some 145 bytes a file beside the path
+string (about 110 bytes more): 10 MB at the 40,000 files of a large export, kept to the end of the import
+for its content hash. Here the paths are one string in sorted order with the offset where each ends, found
+again by bisection; sizes and digests are packed arrays indexed like them.
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Final
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import accumulate, pairwise
+from typing import Final, overload
 
 DIGEST_SIZE: Final = 32
 
@@ -21,21 +22,28 @@ class FileListing(Mapping[str, int]):
 
     def __init__(self, files: Iterable[tuple[str, int]]) -> None:
         pairs = sorted(files)
-        self._names = tuple(rel for rel, _ in pairs)
-        self._sizes = array("q", (size for _, size in pairs))
-        for before, after in zip(self._names, self._names[1:], strict=False):
+        for (before, _), (after, _) in pairwise(pairs):
             if before == after:
                 raise ValueError(f"{before!r} is listed twice")
+        self._text = "".join(rel for rel, _ in pairs)
+        self._ends = array("Q", accumulate(len(rel) for rel, _ in pairs))
+        self._sizes = array("q", (size for _, size in pairs))
+        self._names = _Names(self)
 
     def index(self, rel: str) -> int:
         """The position of `rel` in sorted order; KeyError when it is not listed."""
         i = bisect_left(self._names, rel)
-        if i == len(self._names) or self._names[i] != rel:
+        if i == len(self._ends) or self.name(i) != rel:
             raise KeyError(rel)
         return i
 
     def name(self, index: int) -> str:
-        return self._names[index]
+        """The path at a position in sorted order."""
+        return self._text[self._ends[index - 1] if index else 0 : self._ends[index]]
+
+    def names(self, indexes: Iterable[int]) -> Sequence[str]:
+        """The paths at these positions, in this order, named as they are asked for."""
+        return _Names(self, array("L", indexes))
 
     def __getitem__(self, rel: str) -> int:
         return self._sizes[self.index(rel)]
@@ -44,13 +52,37 @@ class FileListing(Mapping[str, int]):
         if not isinstance(rel, str):
             return False
         i = bisect_left(self._names, rel)
-        return i < len(self._names) and self._names[i] == rel
+        return i < len(self._ends) and self.name(i) == rel
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._ends)
+
+
+class _Names(Sequence[str]):
+    """Paths of a listing, all in sorted order or the ones at chosen positions, each made when asked for."""
+
+    def __init__(self, listing: FileListing, indexes: array[int] | None = None) -> None:
+        self._listing = listing
+        self._indexes = indexes
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._listing.name(i if self._indexes is None else self._indexes[i])
+
+    def __len__(self) -> int:
+        return len(self._listing) if self._indexes is None else len(self._indexes)
 
 
 class Digests(Mapping[str, bytes]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -117,7 +117,7 @@ class ExportReader:
         self.header = _header(self._archetypes.rest)
 
     @property
-    def files(self) -> tuple[str, ...]:
+    def files(self) -> Sequence[str]:
         """The files read for records, in reading order."""
         return self._files
 
@@ -185,7 +185,7 @@ class ExportReader:
         self.close()
 
     @staticmethod
-    def _layout(export: Export) -> tuple[str, ...]:
+    def _layout(export: Export) -> Sequence[str]:
         files = export.files
         for name, holds in ((ARCHETYPES_FILE, "archetypes"), (ENHANCEMENTS_FILE, "enhancements and sets")):
             if name not in files:
@@ -196,14 +196,15 @@ class ExportReader:
             raise ImportInputError(
                 f"{POWERSETS_DIR}/", "", f"a {POWERSETS_DIR}/ folder of powerset files in {export.name}"
             )
-        powersets = sorted(
-            rel for rel in files if rel.startswith(f"{POWERSETS_DIR}/") and rel.endswith(".json")
-        )
+        # Positions in the listing, which is sorted: the names are made again when asked for, not kept twice.
+        powersets = [
+            i for i, rel in enumerate(files) if rel.startswith(f"{POWERSETS_DIR}/") and rel.endswith(".json")
+        ]
         if not powersets:
             raise ImportInputError(
                 f"{POWERSETS_DIR}/", "", f"at least one powerset file {POWERSETS_DIR}/**/*.json"
             )
-        return (ARCHETYPES_FILE, *powersets, ENHANCEMENTS_FILE)
+        return files.names([files.index(ARCHETYPES_FILE), *powersets, files.index(ENHANCEMENTS_FILE)])
 
     def _records(self) -> Iterator[SourceRecord]:
         try:
@@ -212,8 +213,8 @@ class ExportReader:
                 raise RuntimeError("this ExportReader is closed")
             yield from self._items(0, archetypes)
             del archetypes
-            for number, rel in enumerate(self._files[1:-1], start=1):
-                yield from self._powerset_file(number, rel)
+            for number in range(1, len(self._files) - 1):
+                yield from self._powerset_file(number, self._files[number])
             last = len(self._files) - 1
             yield from self._items(
                 last,

@@ -48,17 +48,30 @@ def test_digests_keep_the_first_of_each_file_in_sorted_order() -> None:
         digests.add("b", first[:16])
 
 
-def test_a_file_costs_under_60_bytes_beside_its_name() -> None:
+def test_chosen_names_are_made_when_asked_for() -> None:
+    listing = FileListing([("db/b.json", 1), ("I12.json", 2), ("db/a.txt", 3), ("db/a.json", 4)])
+    assert list(listing) == ["I12.json", "db/a.json", "db/a.txt", "db/b.json"]
+    chosen = listing.names([0, 3, 1])
+    assert list(chosen) == ["I12.json", "db/b.json", "db/a.json"] and len(chosen) == 3
+    assert chosen[-1] == "db/a.json" and chosen[1:] == ["db/b.json", "db/a.json"]
+    with pytest.raises(IndexError):
+        chosen[3]
+    assert listing.index("db/a.txt") == 2 and listing.name(2) == "db/a.txt"
+
+
+def test_a_file_costs_under_100_bytes_with_its_name() -> None:
     names = _names(40_000)
     tracemalloc.start()
     try:
-        listing = FileListing((name, 12_345_678) for name in names)
+        listing = FileListing((name, 12_345_678 + i) for i, name in enumerate(names))
         digests = Digests(listing)
         for name in names:
             digests.add(name, hashlib.sha256(name.encode()).digest())
         size, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # A tuple slot, a size, a digest and its flag: 49 bytes (52 measured). Two dicts (path -> size, path ->
-    # 32-byte digest), with an int and a bytes object a file, cost 145.
-    assert size / len(names) < 60, size / len(names)
+    # The name's 45 characters and where it ends, a size, a digest and its flag: 94 bytes. Two dicts (path
+    # -> size, path -> 32-byte digest), with an int and a bytes object a file, cost 145 beside the path
+    # strings (94 bytes each).
+    assert size / len(names) < 100, size / len(names)
+    assert listing.name(39_999) == names[-1] and listing.index(names[20_000]) == 20_000
