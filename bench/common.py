@@ -94,3 +94,12 @@ def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text(markdown)
     return path
+
+
+def log_compression(conn: psycopg.Connection[Any]) -> str:
+    """` COMPRESSION lz4` when the log's records are stored with lz4 (migration 0009, where the server has it),
+    else empty: the ceilings' record columns take what `events.data` takes, so that they do the same work."""
+    row = conn.execute(
+        "SELECT attcompression FROM pg_attribute WHERE attrelid = 'events'::regclass AND attname = 'data'"
+    ).fetchone()
+    return " COMPRESSION lz4" if row is not None and row[0] == "l" else ""

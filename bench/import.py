@@ -34,6 +34,7 @@ from common import (
     SHARED_DATA,
     Timer,
     fresh_database,
+    log_compression,
     peak_rss_mb,
     server,
     server_version,
@@ -77,7 +78,7 @@ def bare_copy(db: Database, rows: list[tuple[str, str, bytes]]) -> float:
     """Binary COPY of the rows into a new table, one transaction; the time of COPY and COMMIT."""
     with db.connect() as conn:
         conn.execute("DROP TABLE IF EXISTS import_ceiling")
-        conn.execute("CREATE TABLE import_ceiling (kind text, key text, data jsonb)")
+        conn.execute(f"CREATE TABLE import_ceiling (kind text, key text, data jsonb{log_compression(conn)})")
         conn.commit()
         with Timer() as t:
             with conn.cursor().copy("COPY import_ceiling (kind, key, data) FROM STDIN (FORMAT BINARY)") as cp:

@@ -58,7 +58,16 @@ from typing import Any
 import psycopg
 import structlog
 import synth
-from common import REPO, SHARED_DATA, Timer, fresh_database, server, server_version, write_results
+from common import (
+    REPO,
+    SHARED_DATA,
+    Timer,
+    fresh_database,
+    log_compression,
+    server,
+    server_version,
+    write_results,
+)
 from psycopg import sql
 from report import machine, packages
 
@@ -154,7 +163,7 @@ def import_ceiling(db: Database, export: Path) -> dict[str, Any]:
             for block in out:
                 payload.write(block)
         conn.execute("DROP TABLE ceiling_src")
-        conn.execute("CREATE TABLE import_ceiling (kind text, key text, data jsonb)")
+        conn.execute(f"CREATE TABLE import_ceiling (kind text, key text, data jsonb{log_compression(conn)})")
         conn.commit()
         payload.seek(0)
         with Timer() as t:
@@ -176,7 +185,10 @@ def _stage_final(conn: psycopg.Connection[Any], export: Path) -> None:
     conn.execute("DROP TABLE IF EXISTS ceiling_stage")
     # Held as {"record": …}, as in an event: extracting it gives each row its record detoasted once (a
     # bare jsonb column would be detoasted again by every column expression that reads it).
-    conn.execute("CREATE TABLE ceiling_stage (kind text, key text, id bigint, escaped bool, data jsonb)")
+    conn.execute(
+        "CREATE TABLE ceiling_stage (kind text, key text, id bigint, escaped bool,"
+        f" data jsonb{log_compression(conn)})"
+    )
     with conn.cursor().copy("COPY ceiling_stage (kind, key, escaped, data) FROM STDIN (FORMAT BINARY)") as cp:
         cp.set_types(["text", "text", "bool", "bytea"])
         for kind, key, data, stored in records(export):
