@@ -29,12 +29,18 @@ class FileListing(Mapping[str, int]):
         self._ends = array("Q", accumulate(len(rel) for rel, _ in pairs))
         self._sizes = array("q", (size for _, size in pairs))
         self._names = _Names(self)
+        # A file is looked up several times in a row (opened, its digest asked for and kept): a bisection
+        # makes a dozen names, so the last answer is kept.
+        self._last: tuple[str, int] = ("", -1)
 
     def index(self, rel: str) -> int:
         """The position of `rel` in sorted order; KeyError when it is not listed."""
+        if rel == self._last[0]:
+            return self._last[1]
         i = bisect_left(self._names, rel)
         if i == len(self._ends) or self.name(i) != rel:
             raise KeyError(rel)
+        self._last = (rel, i)
         return i
 
     def name(self, index: int) -> str:
@@ -51,8 +57,11 @@ class FileListing(Mapping[str, int]):
     def __contains__(self, rel: object) -> bool:
         if not isinstance(rel, str):
             return False
-        i = bisect_left(self._names, rel)
-        return i < len(self._ends) and self.name(i) == rel
+        try:
+            self.index(rel)
+        except KeyError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
@@ -115,7 +124,7 @@ class Digests(Mapping[str, bytes]):
     def __contains__(self, rel: object) -> bool:
         if not isinstance(rel, str) or rel not in self._listing:
             return False
-        return bool(self._done[self._listing.index(rel)])
+        return bool(self._done[self._listing.index(rel)])  # the lookup just made, kept by the listing
 
     def __iter__(self) -> Iterator[str]:
         return (self._listing.name(i) for i, done in enumerate(self._done) if done)
