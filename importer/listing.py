@@ -31,11 +31,11 @@ class FileListing(Mapping[str, int]):
         self._names = _Names(self)
         # A file is looked up several times in a row (opened, its digest asked for and kept): a bisection
         # makes a dozen names, so the last answer is kept.
-        self._last: tuple[str, int] = ("", -1)
+        self._last: tuple[str, int] | None = None
 
     def index(self, rel: str) -> int:
         """The position of `rel` in sorted order; KeyError when it is not listed."""
-        if rel == self._last[0]:
+        if self._last is not None and rel == self._last[0]:
             return self._last[1]
         i = bisect_left(self._names, rel)
         if i == len(self._ends) or self.name(i) != rel:

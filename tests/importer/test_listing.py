@@ -24,7 +24,8 @@ def test_a_listing_answers_as_a_dict_in_sorted_order() -> None:
     assert list(listing) == sorted(files) and len(listing) == len(files)
     assert all(listing[name] == size for name, size in files.items())
     assert dict(listing) == files
-    assert "db/" not in listing and "I12.jso" not in listing and 5 not in listing
+    assert "db/" not in listing and "I12.jso" not in listing and 5 not in listing and "" not in listing
+    assert "" not in FileListing([("a", 1)])  # before any lookup was kept
     with pytest.raises(KeyError):
         listing["db/Powersets_Player/Class_Blaster_s99999.json"]
     with pytest.raises(ValueError, match=r"'I12\.json' is listed twice"):
