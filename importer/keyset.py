@@ -16,7 +16,7 @@ from typing import Final
 
 _EMPTY: Final = 0
 _SHARDS: Final = 16
-_SHARD_SHIFT: Final = 64 - 4  # the high word's top 4 bits pick the table
+_SHARD_SHIFT: Final = 64 - (_SHARDS.bit_length() - 1)  # the high word's top bits pick the table
 _MIN_SLOTS: Final = 64  # a table's first size: 1,024 slots in all
 
 

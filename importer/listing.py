@@ -122,9 +122,12 @@ class Digests(Mapping[str, bytes]):
         return bytes(self._digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
 
     def __contains__(self, rel: object) -> bool:
-        if not isinstance(rel, str) or rel not in self._listing:
+        if not isinstance(rel, str):
             return False
-        return bool(self._done[self._listing.index(rel)])  # the lookup just made, kept by the listing
+        try:
+            return bool(self._done[self._listing.index(rel)])
+        except KeyError:
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return (self._listing.name(i) for i, done in enumerate(self._done) if done)

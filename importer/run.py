@@ -76,8 +76,8 @@ def _utf8(text: str) -> str:
 BATCH_BYTES: Final = 8 * 1024 * 1024
 """Bytes of records an append batch holds at most (besides POWERLOG_IMPORT_BATCH events). A batch is also
 appended as soon as the differ's chunk that gave it is done: held over until it filled, the changes of
-an incremental import (a few in each chunk, each with its old and new record and its patch) kept 15 MB
-more at the peak of a scale 30 import, and only from scale 10 up, where they fill a batch."""
+an incremental import (a few in each chunk, each with its old and new record and its patch) kept about
+18 MB more at the peak of a scale 30 import, and only from scale 10 up, where they fill a batch."""
 LIVE_FETCH: Final = 5000
 """Live streams fetched at a time by the server-side cursor that looks for removed entities."""
 
