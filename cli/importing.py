@@ -47,14 +47,23 @@ def import_command(
     strict: Annotated[
         bool, typer.Option("--strict", help="Treat a duplicate key as an error, not a warning.")
     ] = False,
+    read_all: Annotated[
+        bool,
+        typer.Option(
+            "--read-all",
+            help="Parse every file, also those whose bytes an earlier import read with the log unchanged since"
+            " (by default their keys are taken from that import instead).",
+        ),
+    ] = False,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Fail at once if another import is running, instead of waiting.")
     ] = False,
 ) -> None:
     """Import a Mids Reborn export: append the change events since the last import, all or nothing.
 
-    Re-importing an unchanged export appends nothing. Bad input stops the import with the file, the
-    JSON path and what was expected; nothing is written but a record of the failed attempt.
+    Re-importing an unchanged export appends nothing, and a file whose bytes the last import read is not
+    parsed again. Bad input stops the import with the file, the JSON path and what was expected; nothing is
+    written but a record of the failed attempt.
     """
     from importer.errors import ImportInterrupted
     from importer.run import run_import
@@ -84,6 +93,7 @@ def import_command(
                 label=label,
                 dry_run=dry_run,
                 strict=strict,
+                read_all=read_all,
                 wait=not no_wait,
                 on_progress=progress,
                 on_wait=lambda holder: say_waiting("another import is running", holder),
@@ -99,6 +109,10 @@ def import_command(
                     f"warning: duplicate {w['kind']} key {w['key']!r}: kept {w['first']}, skipped {w['second']}"
                 )
             )
+        )
+    if result.files_reused:
+        console.print(
+            f"{result.files_reused:,} of {result.files:,} files unchanged since an earlier import: not parsed"
         )
     header = result.header
     # From the export's own header: shown as text, never as markup or terminal codes.

@@ -16,8 +16,9 @@ from importer import diff as chunking
 from importer.diff import Differ, empty_counts
 from importer.errors import ImportInputError, ImportInterrupted
 from importer.limits import ReadLimits
-from importer.source import ExportHeader, ExportReader, read_export
-from store import faults, imports, locks, log
+from importer.source import ExportHeader, ExportReader, FileKeys, read_export
+from importer.unchanged import UnchangedFiles
+from store import faults, files, imports, locks, log
 from store.connection import Database
 from store.errors import ConcurrencyError
 from store.imports import ImportMeta
@@ -52,6 +53,8 @@ class ImportResult:
     files: int = 0
     shortcut: bool = False
     """Whether the export was recognised by its content hash as the last import, without parsing it."""
+    files_reused: int = 0
+    """Files not parsed: their bytes were as an earlier import read them, with the log unchanged since."""
     started: float = field(default_factory=time.perf_counter)
     committed: bool = False
 
@@ -89,12 +92,16 @@ def run_import(
     label: str | None = None,
     dry_run: bool = False,
     strict: bool = False,
+    read_all: bool = False,
     wait: bool = True,
     limits: ReadLimits | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_wait: Callable[[locks.Holder | None], None] | None = None,
 ) -> ImportResult:
     """Import one export in one transaction; with `dry_run`, compute the same diff and write nothing.
+
+    A file whose bytes an earlier import read, with the log unchanged since, is not parsed again (its keys
+    are taken from `file_keys`); `read_all` parses every file regardless.
 
     Bad input raises `ImportInputError` after recording the failed attempt in `imports`; nothing else
     is written. A concurrent import is waited for (or `LockBusy` with `wait=False`).
@@ -108,7 +115,7 @@ def run_import(
     try:
         with db.connect() as conn:
             try:
-                _run(conn, db, path, meta, result, strict, wait, limits, on_progress, on_wait)
+                _run(conn, db, path, meta, result, strict, read_all, wait, limits, on_progress, on_wait)
             except KeyboardInterrupt:
                 if result.committed:
                     raise
@@ -134,6 +141,7 @@ def _run(
     meta: ImportMeta,
     result: ImportResult,
     strict: bool,
+    read_all: bool,
     wait: bool,
     limits: ReadLimits,
     on_progress: Callable[[Progress], None] | None,
@@ -161,6 +169,14 @@ def _run(
             return
         # The last import's keys per kind: the reader's record of keys read is sized once for about as many.
         reader.expect(log.live_counts(conn))
+        if not read_all:
+            base = files.reusable_import(conn, str(log.head(conn)), reader.reading)
+            if base is not None:
+                unchanged = UnchangedFiles(conn, *base, reader)
+                if unchanged:
+                    reader.reuse(unchanged)
+                    logger.info("unchanged_files", files=len(unchanged), read_by_import=base[0])
+        recorder = files.Recorder(reader.reading)
         differ = Differ(
             lambda sids: log.heads_of(conn, sids),
             lambda sids: log.current_records(conn, sids),
@@ -176,18 +192,22 @@ def _run(
         current_file = ""
         files_done = 0
 
+        def begin() -> int:
+            nonlocal import_id
+            if import_id is None:
+                import_id = imports.begin(conn, meta)
+                result.import_id = import_id
+                structlog.contextvars.bind_contextvars(import_id=import_id)
+            return import_id
+
         def flush() -> None:
-            nonlocal import_id, batches, pending_bytes
+            nonlocal batches, pending_bytes
             batch = pending[:]
             pending.clear()
             pending_bytes = 0
             if result.dry_run or not batch:
                 return
-            if import_id is None:
-                import_id = imports.begin(conn, meta)
-                result.import_id = import_id
-                structlog.contextvars.bind_contextvars(import_id=import_id)
-            appended = log.append(conn, import_id, batch)
+            appended = log.append(conn, begin(), batch)
             batches += 1
             if appended is not None:
                 first = result.appended.first_position if result.appended else appended.first_position
@@ -203,6 +223,11 @@ def _run(
                     flush()
             flush()  # what a chunk gave goes now, not with the next chunks' (see BATCH_BYTES)
 
+        def file_read(rel: str, keys: FileKeys | None) -> None:
+            if not result.dry_run and recorder.add(rel, reader.digest(rel), keys):
+                recorder.write(conn, begin())
+
+        reader.on_file(file_read)
         for rec in reader:
             file = rec.location.partition(":")[0]
             if file != current_file:
@@ -218,6 +243,12 @@ def _run(
         # Every record has been read: the streams not seen are the ones to remove.
         add(differ.removals(log.live_streams(conn, LIVE_FETCH), reader.seen))
         result.files = files_total
+        result.files_reused = reader.files_reused
+        for kind, reused in reader.reused.items():
+            result.counts[kind]["unchanged"] += reused
+            result.records += reused
+        if recorder and not result.dry_run:
+            recorder.write(conn, begin())
         result.warnings = [w.as_dict() for w in reader.warnings]
         result.content_hash = reader.content_hash
         if on_progress:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, NamedTuple
@@ -30,6 +30,14 @@ _ARRAY_OF: Final[dict[Kind, str | None]] = {kind: array for array, (kind, _) in 
 }
 _POWERSET_KEY: Final = "FullName"
 _READ_CHUNK: Final = 1024 * 1024
+
+READING: Final = "1"
+"""The version of the rules that turn a file's bytes into records (validation, natural keys, canonical
+form). An import skips a file whose bytes an earlier import read under the same rules (store/files.py):
+change it with any change that could make the same bytes give other records, other keys or an error."""
+
+FileKeys = Mapping[str, Sequence[str]]
+"""A file's natural keys by kind, in file order (a powerset file: its powerset, then its powers)."""
 
 log = structlog.get_logger()
 
@@ -113,6 +121,12 @@ class ExportReader:
         self._seen["powerset"] = KeySet(expected=len(self._files) - 2)  # one a file
         self._started = False
         self._complete = False
+        self._known: Callable[[str], FileKeys | None] | None = None
+        self._on_file: Callable[[str, FileKeys | None], None] | None = None
+        self._file_keys: dict[str, list[str]] = {}
+        self.reused: dict[Kind, int] = dict.fromkeys(KINDS, 0)
+        """Records of each kind taken from files not parsed (see `reuse`), duplicates not counted."""
+        self.files_reused = 0
         self._archetypes: ParsedFile | None = parse_file(export, ARCHETYPES_FILE, ("Archetypes",), limits)
         self.header = _header(self._archetypes.rest)
 
@@ -129,6 +143,36 @@ class ExportReader:
         for kind in KINDS:
             if kind != "powerset" and counts.get(kind):  # the powersets' count is known: one a file
                 self._seen[kind] = KeySet(expected=counts[kind])
+
+    @property
+    def reading(self) -> str:
+        """The rules these files are read under: `READING` and the limits that can refuse a file's content."""
+        return f"{READING}/depth{self.limits.max_depth}"
+
+    def reuse(self, known: Callable[[str], FileKeys | None]) -> None:
+        """Skip parsing the files for which `known(path)` gives their keys (None: parse it).
+
+        For files whose bytes the log already holds as read (store/files.py): their keys count as read, in
+        order, so duplicates and removals come out as a full read gives them, and their records count in
+        `reused`, not among the records iterated. The archetypes file (I12.json) is parsed regardless.
+        """
+        if self._started:
+            raise RuntimeError("reuse() comes before the records are read")
+        self._known = known
+
+    @property
+    def reusable_files(self) -> Sequence[str]:
+        """The files `reuse` is asked about, in reading order: all but I12.json, parsed for its header."""
+        return self._files[1:]
+
+    def on_file(self, done: Callable[[str, FileKeys | None], None]) -> None:
+        """Call `done(path, keys)` as each file's records have all been read: its keys, by kind in file order
+        (duplicates included), or None for a file skipped by `reuse`."""
+        self._on_file = done
+
+    def digest(self, rel: str) -> bytes:
+        """SHA-256 of a file's raw bytes, once it has been read (by `hash_files`, or for its records)."""
+        return self._export.digests[rel]
 
     def seen(self, kind: str, key: str) -> bool:
         """Whether a record of this kind and key has been read so far."""
@@ -213,13 +257,20 @@ class ExportReader:
                 raise RuntimeError("this ExportReader is closed")
             yield from self._items(0, archetypes)
             del archetypes
+            self._file_done(0)
             for number in range(1, len(self._files) - 1):
-                yield from self._powerset_file(number, self._files[number])
+                if not self._reused(number):
+                    yield from self._powerset_file(number, self._files[number])
+                    self._file_done(number)
             last = len(self._files) - 1
-            yield from self._items(
-                last,
-                parse_file(self._export, ENHANCEMENTS_FILE, ("Enhancements", "EnhancementSets"), self.limits),
-            )
+            if not self._reused(last):
+                yield from self._items(
+                    last,
+                    parse_file(
+                        self._export, ENHANCEMENTS_FILE, ("Enhancements", "EnhancementSets"), self.limits
+                    ),
+                )
+                self._file_done(last)
             for rel in NOTE_FILES:
                 if rel in self._export.files:
                     with self._export.open(rel) as f:
@@ -260,16 +311,52 @@ class ExportReader:
             if record is not None:
                 yield record
 
+    def _file_done(self, number: int) -> None:
+        keys, self._file_keys = self._file_keys, {}
+        if self._on_file is not None:
+            self._on_file(self._files[number], keys)
+
+    def _reused(self, number: int) -> bool:
+        """Take a file's keys instead of its records, if `reuse` knows them; whether it did."""
+        if self._known is None:
+            return False
+        rel = self._files[number]
+        known = self._known(rel)
+        if known is None or not known.keys() <= _ARRAY_OF.keys():
+            return False
+        for kind, keys in known.items():
+            k: Kind = kind  # type: ignore[assignment]  # checked above
+            whole_file = _ARRAY_OF[k] is None
+            for index, key in enumerate(keys):
+                if self._claim(k, key, number, -1 if whole_file else index):
+                    self.reused[k] += 1
+        self.files_reused += 1
+        if self._on_file is not None:
+            self._on_file(rel, None)
+        return True
+
     def _accept(
         self, kind: Kind, key: str, item: dict[str, Any], number: int, index: int, data: bytes | None
     ) -> SourceRecord | None:
+        keys = self._file_keys.get(kind)
+        if keys is None:
+            keys = self._file_keys[kind] = []
+        keys.append(key)
+        if not self._claim(kind, key, number, index):
+            return None
         location = self._location(kind, number, index)
+        return SourceRecord(kind, key, item, location, canonical_bytes(item) if data is None else data)
+
+    def _claim(self, kind: Kind, key: str, number: int, index: int) -> bool:
+        """Note a key as read at file `number`, item `index` (-1: the file itself); False for a duplicate,
+        which is warned of (or refused, when strict) and skipped."""
         seen = self._seen[kind]
         first = seen.get(key)
         if first is None:
             seen.add(key, number << 32 | (index + 1))
             self.counts[kind] += 1
-            return SourceRecord(kind, key, item, location, canonical_bytes(item) if data is None else data)
+            return True
+        location = self._location(kind, number, index)
         first_location = self._location(kind, first >> 32, (first & 0xFFFFFFFF) - 1)
         if self.strict:
             array = _ARRAY_OF[kind]
@@ -282,7 +369,7 @@ class ExportReader:
         warning = DuplicateKey(kind, key, first_location, location)
         self.warnings.append(warning)
         log.warning("duplicate_key", kind=kind, key=key, first=first_location, second=location)
-        return None
+        return False
 
     def _location(self, kind: Kind, number: int, index: int) -> str:
         array = _ARRAY_OF[kind]

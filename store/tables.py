@@ -1,4 +1,5 @@
-"""Tables the store owns: the log (`events`), stream heads (`streams`) and `imports`."""
+"""Tables the store owns: the log (`events`), stream heads (`streams`), `imports` and what they read
+(`import_files`, `file_keys`)."""
 
 from sqlalchemy import (
     BigInteger,
@@ -6,6 +7,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -75,4 +77,22 @@ streams = Table(
     Column("record", LargeBinary),
     Column("removed", Boolean, nullable=False, server_default="false"),
     Column("last_position", BigInteger, nullable=False),
+)
+
+# What each import read, file by file (store/files.py, migration 0010).
+file_keys = Table(
+    "file_keys",
+    metadata,
+    Column("digest", LargeBinary, primary_key=True),
+    Column("reading", Text, primary_key=True),
+    Column("keys", LargeBinary, nullable=False),
+)
+
+import_files = Table(
+    "import_files",
+    metadata,
+    Column("import_id", BigInteger, ForeignKey("imports.id"), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("digest", LargeBinary, nullable=False),
+    Column("reading", Text, nullable=False),
 )

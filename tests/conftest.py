@@ -100,6 +100,18 @@ def settings_for(dsn: str, **overrides: str) -> Settings:
     return Settings.from_env(env)
 
 
+def import_before_0010(db: Database, path: Path) -> Any:
+    """Import into a database at a revision before 0010, which has no `import_files`: every file is read and
+    none is recorded, as the code of those revisions did."""
+    from unittest import mock
+
+    from importer.run import run_import
+    from store import files
+
+    with mock.patch.object(files.Recorder, "write", lambda self, conn, import_id: None):
+        return run_import(db, path, read_all=True)
+
+
 @pytest.fixture(scope="session")
 def template_db(server_dsn: str) -> Iterator[str]:
     """A database migrated to head, cloned for each test."""

@@ -163,6 +163,30 @@ def test_reimport_of_the_same_release_says_no_changes(dsn: str) -> None:
     assert len(rows) == 2 and rows[-1][1] == "completed" and rows[-1][5:] == (None, None)
 
 
+def test_a_copy_with_unchanged_files_says_they_were_not_parsed_unless_read_all(
+    dsn: str, tmp_path: Path
+) -> None:
+    import_in_process(dsn, OLD)
+    copy = tmp_path / "copy"
+    shutil.copytree(OLD, copy)
+    (copy / "PowerSets.json").write_bytes(b"[]")  # another content hash; the same records
+    unique = SAMPLE_EXPECTED["releases"]["mids-20.1224"]["unique_keys"]
+    unchanged = {k: {"added": 0, "changed": 0, "removed": 0, "unchanged": unique[k]} for k in KINDS}
+
+    result = powerlog("import", str(copy), env={"DATABASE_URL": dsn})
+    assert result.returncode == 0, result.stderr
+    assert "7 of 8 files unchanged since an earlier import: not parsed" in result.stdout
+    assert "no changes" in result.stdout
+    assert table_counts(result.stdout) == unchanged
+
+    (copy / "PowerSets.json").write_bytes(b"[ ]")
+    result = powerlog("import", "--read-all", str(copy), env={"DATABASE_URL": dsn})
+    assert result.returncode == 0, result.stderr
+    assert "not parsed" not in result.stdout
+    assert table_counts(result.stdout) == unchanged
+    assert "--read-all" in powerlog("import", "--help").stdout
+
+
 def test_dry_run_prints_the_diff_and_writes_nothing(dsn: str) -> None:
     import_in_process(dsn, OLD)
     before = tables(dsn)

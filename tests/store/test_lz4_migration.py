@@ -9,7 +9,7 @@ from migrations import schema
 from projections import project
 from store import log
 from store.connection import Database
-from tests.conftest import SAMPLES, settings_for
+from tests.conftest import SAMPLES, import_before_0010, settings_for
 
 
 def _compression(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
@@ -29,7 +29,7 @@ def test_0009_upgrades_a_database_with_data_and_downgrades(empty_dsn: str) -> No
     db = Database(settings_for(empty_dsn))
     try:
         schema.upgrade(db, "0008")
-        run_import(db, SAMPLES / "mids-20.1224")
+        import_before_0010(db, SAMPLES / "mids-20.1224")
         with psycopg.connect(empty_dsn, autocommit=True) as conn:
             has_lz4 = conn.execute(
                 "SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import psycopg
 
-from importer.run import run_import
 from migrations import schema
 from projections import project
 from store.connection import Database
-from tests.conftest import SAMPLES, settings_for
+from tests.conftest import SAMPLES, import_before_0010, settings_for
 
 
 def test_0007_upgrades_a_database_with_data_and_downgrades(empty_dsn: str) -> None:
     db = Database(settings_for(empty_dsn))
     try:
         schema.upgrade(db, "0006")
-        run_import(db, SAMPLES / "mids-20.1224")
+        import_before_0010(db, SAMPLES / "mids-20.1224")
         schema.upgrade(db)
         with psycopg.connect(empty_dsn, autocommit=True) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone() == (78,)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import psycopg
 
-from importer.run import run_import
 from migrations import schema
 from projections import project
 from store.connection import Database
-from tests.conftest import SAMPLES, settings_for
+from tests.conftest import SAMPLES, import_before_0010, settings_for
 
 
 def _strict(conn: psycopg.Connection[tuple[object, ...]]) -> object:
@@ -20,7 +19,7 @@ def test_0008_upgrades_a_database_with_data_and_downgrades(empty_dsn: str) -> No
     db = Database(settings_for(empty_dsn))
     try:
         schema.upgrade(db, "0007")
-        run_import(db, SAMPLES / "mids-20.1224")
+        import_before_0010(db, SAMPLES / "mids-20.1224")
         with psycopg.connect(empty_dsn, autocommit=True) as conn:
             assert _strict(conn) is False
             schema.upgrade(db)
