@@ -173,7 +173,7 @@ def target_rows(run: dict[str, Any], growth: dict[str, dict[str, Any]]) -> list[
                     r["first_import_vs_ceiling"] >= t["first_import_vs_ceiling"],
                 )
             )
-        for kind in ("shortcut", "full read"):
+        for kind in ("shortcut", "new content hash", "full read"):
             key = f"no-change re-import ({kind}) vs first"
             if key in r:
                 rows.append(

@@ -52,7 +52,7 @@ def import_command(
         typer.Option(
             "--read-all",
             help="Parse every file, also those whose bytes an earlier import read with the log unchanged since"
-            " (by default their keys are taken from that import instead).",
+            " (by default their keys are taken from that import instead), and the export imported last.",
         ),
     ] = False,
     no_wait: Annotated[

@@ -101,7 +101,7 @@ def run_import(
     """Import one export in one transaction; with `dry_run`, compute the same diff and write nothing.
 
     A file whose bytes an earlier import read, with the log unchanged since, is not parsed again (its keys
-    are taken from `file_keys`); `read_all` parses every file regardless.
+    are taken from `file_keys`); `read_all` parses every file regardless, even of the export imported last.
 
     Bad input raises `ImportInputError` after recording the failed attempt in `imports`; nothing else
     is written. A concurrent import is waited for (or `LockBusy` with `wait=False`).
@@ -163,7 +163,7 @@ def _run(
                 on_wait=on_wait,
             )
             result.waited_for_lock = not got
-        if _already_in_log(conn, reader, result, strict):
+        if not read_all and _already_in_log(conn, reader, result, strict):
             result.files = len(reader.files)
             _finish(conn, meta, result)
             return
