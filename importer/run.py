@@ -163,14 +163,18 @@ def _run(
                 on_wait=on_wait,
             )
             result.waited_for_lock = not got
-        if not read_all and _already_in_log(conn, reader, result, strict):
+        # Into an empty log nothing can be taken from an earlier import: no pass over the bytes to hash
+        # them first (they are hashed as they are read).
+        head = log.head(conn)
+        earlier = not read_all and head.position > 0
+        if earlier and _already_in_log(conn, reader, result, strict, head):
             result.files = len(reader.files)
             _finish(conn, meta, result)
             return
         # The last import's keys per kind: the reader's record of keys read is sized once for about as many.
         reader.expect(log.live_counts(conn))
-        if not read_all:
-            base = files.reusable_import(conn, str(log.head(conn)), reader.reading)
+        if earlier:
+            base = files.reusable_import(conn, str(head), reader.reading)
             if base is not None:
                 unchanged = UnchangedFiles(conn, *base, reader)
                 if unchanged:
@@ -224,7 +228,8 @@ def _run(
             flush()  # what a chunk gave goes now, not with the next chunks' (see BATCH_BYTES)
 
         def file_read(rel: str, keys: FileKeys | None) -> None:
-            if not result.dry_run and recorder.add(rel, reader.digest(rel), keys):
+            digest = reader.digest(rel)
+            if not result.dry_run and digest is not None and recorder.add(rel, digest, keys):
                 recorder.write(conn, begin())
 
         reader.on_file(file_read)
@@ -291,13 +296,13 @@ def _finish(conn: psycopg.Connection[Any], meta: ImportMeta, result: ImportResul
 
 
 def _already_in_log(
-    conn: psycopg.Connection[Any], reader: ExportReader, result: ImportResult, strict: bool
+    conn: psycopg.Connection[Any], reader: ExportReader, result: ImportResult, strict: bool, head: log.Head
 ) -> bool:
     """True when this very export was the last thing imported: the log is then exactly what reading it
     would give, so there is nothing to parse. Decided under the log lock, from raw bytes only."""
     content_hash = reader.hash_files()
     last = imports.last_with_content(conn, content_hash)
-    if last is None or last.head_chain_hash != str(log.head(conn)):
+    if last is None or last.head_chain_hash != str(head):
         return False
     if strict and last.warnings:
         return False  # let the full read raise the duplicate as --strict asks

@@ -170,9 +170,10 @@ class ExportReader:
         (duplicates included), or None for a file skipped by `reuse`."""
         self._on_file = done
 
-    def digest(self, rel: str) -> bytes:
-        """SHA-256 of a file's raw bytes, once it has been read (by `hash_files`, or for its records)."""
-        return self._export.digests[rel]
+    def digest(self, rel: str) -> bytes | None:
+        """SHA-256 of a file's raw bytes once it has been read to its end (by `hash_files`, or for its
+        records); None before."""
+        return self._export.digests.get(rel)
 
     def seen(self, kind: str, key: str) -> bool:
         """Whether a record of this kind and key has been read so far."""

@@ -35,9 +35,11 @@ class UnchangedFiles:
             if isinstance(w, dict) and isinstance(w.get("second"), str):
                 earlier.pop(w["second"].rpartition(": ")[0], None)
         # In reading order; the reader asks for every file in that order, so a pointer walks it.
-        self._files = [
-            (rel, d) for rel in reader.reusable_files if (d := earlier.get(rel)) == reader.digest(rel)
-        ]
+        self._files: list[tuple[str, bytes]] = []
+        for rel in reader.reusable_files:
+            digest = earlier.get(rel)
+            if digest is not None and digest == reader.digest(rel):
+                self._files.append((rel, digest))
         del earlier
         self._next = 0
         self._keys: dict[bytes, bytes] = {}
