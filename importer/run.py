@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -13,6 +14,7 @@ import psycopg
 import structlog
 
 from importer import diff as chunking
+from importer.appender import Appender
 from importer.diff import Differ, empty_counts
 from importer.errors import ImportInputError, ImportInterrupted
 from importer.limits import ReadLimits
@@ -148,7 +150,7 @@ def _run(
     on_wait: Callable[[locks.Holder | None], None] | None,
 ) -> None:
     # Read the header first: a missing or broken I12.json fails before we queue behind another import.
-    with read_export(path, limits, strict) as reader:
+    with read_export(path, limits, strict) as reader, contextlib.ExitStack() as stack:
         result.header = reader.header
         meta.source_version = str(reader.header.version)
         meta.source_date = reader.header.date
@@ -181,9 +183,12 @@ def _run(
                     reader.reuse(unchanged)
                     logger.info("unchanged_files", files=len(unchanged), read_by_import=base[0])
         recorder = files.Recorder(reader.reading)
+        # The diff reads the log as it was before this import (the lock keeps other writers out, and each
+        # key is read once), on a connection of its own: the import's is busy appending meanwhile.
+        reads = conn if result.dry_run else stack.enter_context(db.connect())
         differ = Differ(
-            lambda sids: log.heads_of(conn, sids),
-            lambda sids: log.current_records(conn, sids),
+            lambda sids: log.heads_of(reads, sids),
+            lambda sids: log.current_records(reads, sids),
             chunk_records=chunking.CHUNK_RECORDS,
             chunk_bytes=chunking.CHUNK_BYTES,
             counts=result.counts,
@@ -204,19 +209,25 @@ def _run(
                 structlog.contextvars.bind_contextvars(import_id=import_id)
             return import_id
 
+        def appended(done: log.Appended | None) -> None:  # on the appender's thread
+            nonlocal batches
+            batches += 1
+            if done is not None:
+                first = result.appended.first_position if result.appended else done.first_position
+                result.appended = log.Appended(first, done.last_position, done.head)
+            faults.point("after_batch", batches)
+
+        appender = stack.enter_context(_appender(conn, appended, result.dry_run))
+
         def flush() -> None:
-            nonlocal batches, pending_bytes
+            nonlocal pending_bytes
             batch = pending[:]
             pending.clear()
             pending_bytes = 0
             if result.dry_run or not batch:
                 return
-            appended = log.append(conn, begin(), batch)
-            batches += 1
-            if appended is not None:
-                first = result.appended.first_position if result.appended else appended.first_position
-                result.appended = log.Appended(first, appended.last_position, appended.head)
-            faults.point("after_batch", batches)
+            assert appender is not None
+            appender.submit(begin(), batch)
 
         def add(events: Iterable[log.Pending]) -> None:
             nonlocal pending_bytes
@@ -246,7 +257,9 @@ def _run(
             add(differ.feed(rec.kind, rec.key, rec.data))
         add(differ.flush())
         # Every record has been read: the streams not seen are the ones to remove.
-        add(differ.removals(log.live_streams(conn, LIVE_FETCH), reader.seen))
+        add(differ.removals(log.live_streams(reads, LIVE_FETCH), reader.seen))
+        if appender is not None:
+            appender.finish()
         result.files = files_total
         result.files_reused = reader.files_reused
         for kind, reused in reader.reused.items():
@@ -262,6 +275,20 @@ def _run(
     if import_id is not None:
         result.import_id = import_id
     _finish(conn, meta, result)
+
+
+@contextlib.contextmanager
+def _appender(
+    conn: psycopg.Connection[Any], appended: Callable[[log.Appended | None], None], dry_run: bool
+) -> Iterator[Appender | None]:
+    if dry_run:
+        yield None
+        return
+    appender = Appender(conn, appended)
+    try:
+        yield appender
+    finally:
+        appender.close()
 
 
 def _finish(conn: psycopg.Connection[Any], meta: ImportMeta, result: ImportResult) -> None:
