@@ -10,6 +10,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
@@ -24,6 +25,7 @@ from importer.limits import DEFAULT_LIMITS, ReadLimits
 from importer.listing import Digests, FileListing
 
 _CHUNK: Final = 1024 * 1024
+HASH_THREADS: Final = max(1, min(4, os.cpu_count() or 1))
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -35,6 +37,7 @@ class Export(ABC):
         self.limits = limits
         self._digests: Digests | None = None  # made with the first digest: the listing comes after this
         self._total_read = 0
+        self._finishing = threading.Lock()  # files may be hashed on several threads (hash_all)
 
     @property
     @abstractmethod
@@ -86,9 +89,38 @@ class Export(ABC):
     ) -> None:
         self.close()
 
+    def hash_all(self, rels: Iterable[str], threads: int = HASH_THREADS) -> None:
+        """Read these files to their ends, for their digests, on `threads` threads (hashlib and the reads
+        let go of the interpreter lock: a core each); the first error stops them and is raised."""
+        todo = iter(list(rels))  # a list's iterator, unlike a generator, may be shared by threads
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                for rel in todo:  # one iterator shared: each file is taken by one thread
+                    if errors:
+                        return
+                    with self.open(rel) as f:
+                        while f.read(_CHUNK):
+                            pass
+            except BaseException as exc:
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, name=f"powerlog-hash-{i}") for i in range(threads - 1)]
+        for t in workers:
+            t.start()
+        work()
+        for t in workers:
+            t.join()
+        if errors:
+            raise errors[0]
+
     def _finished(self, rel: str, count: int, digest: bytes) -> None:
-        if self._digest_table().add(rel, digest):
-            self._total_read += count
+        with self._finishing:
+            if self._digest_table().add(rel, digest):
+                self._total_read += count
+                if self._total_read > self.limits.max_total_bytes:  # files read side by side
+                    raise _too_much(rel, self.limits)
 
 
 class MeteredReader:

@@ -203,12 +203,11 @@ class ExportReader:
         Lets an import of an export already in the log stop early; the bytes read here are not
         counted again towards the size limits when the records are read afterwards.
         """
-        for rel in (*self._files, *NOTE_FILES):
-            if rel in self._export.files and rel not in self._export.digests:
-                with self._export.open(rel) as f:
-                    while f.read(_READ_CHUNK):
-                        pass
-        return self._export.content_hash()
+        export = self._export
+        export.hash_all(
+            rel for rel in (*self._files, *NOTE_FILES) if rel in export.files and rel not in export.digests
+        )
+        return export.content_hash()
 
     def __iter__(self) -> Iterator[SourceRecord]:
         if self._started:

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from importer import ImportInputError, ReadLimits
+from importer.run import run_import
+from store.connection import Database
 from tests.importer.helpers import FIRE_BLAST, SAMPLES, STREAMING, load, make_tar, make_zip, read_all
 
 Edit = Callable[[str, Callable[[Any], Any]], None]
@@ -402,6 +404,27 @@ def test_zip_bomb_over_the_total_limit(sample: Path, tmp_path: Path) -> None:
         "",
         "at most 1000000 bytes uncompressed in all (ReadLimits.max_total_bytes)",
     )
+
+
+@pytest.mark.parametrize("archived", [False, True], ids=["directory", "zip"])
+def test_the_total_limit_holds_while_files_are_hashed_side_by_side(
+    sample: Path, tmp_path: Path, db: Database, archived: bool
+) -> None:
+    """Into a log that holds a release, an import hashes every file first, on several threads."""
+    run_import(db, SAMPLES / "mids-20.1224")
+    with db.connect() as conn:
+        before = conn.execute("SELECT count(*), max(global_position) FROM events").fetchone()
+    _with_bomb(sample, 3_000_000)
+    export = make_zip(sample, tmp_path / "bomb.zip") if archived else sample
+    with pytest.raises(ImportInputError) as info:
+        run_import(db, export, limits=ReadLimits(max_total_bytes=1_000_000))
+    check(info.value, "db/Player/zz_bomb.json", "", "at most 1000000 bytes uncompressed in all")
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*), max(global_position) FROM events").fetchone() == before
+        assert conn.execute("SELECT status FROM imports ORDER BY id").fetchall() == [
+            ("completed",),
+            ("failed",),
+        ]
 
 
 def test_zip_bomb_over_the_file_limit(sample: Path, tmp_path: Path) -> None:
