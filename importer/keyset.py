@@ -56,16 +56,16 @@ class _Table:
         slot = self._find(hi, lo)
         return None if self._hi[slot] == _EMPTY else self._value[slot]
 
-    def add(self, hi: int, lo: int, value: int) -> bool:
-        """Keep `value` for (hi, lo) unless it is there already; whether it was added."""
+    def setdefault(self, hi: int, lo: int, value: int) -> int | None:
+        """Keep `value` for (hi, lo) unless it is there already; the value it had, or None when added."""
         slot = self._find(hi, lo)
         if self._hi[slot] != _EMPTY:
-            return False
+            return self._value[slot]
         self._hi[slot], self._lo[slot], self._value[slot] = hi, lo, value
         self._count += 1
         if self._count * 4 > self._slots * 3:  # at most 3/4 full: probes stay a few slots long
             self._grow()
-        return True
+        return None
 
     def _grow(self) -> None:
         old = zip(self._hi, self._lo, self._value, strict=True)
@@ -115,6 +115,13 @@ class KeySet:
 
     def add(self, key: str, value: int) -> None:
         """Keep `value` for a key not added before (a key already there keeps its first value)."""
+        self.setdefault(key, value)
+
+    def setdefault(self, key: str, value: int) -> int | None:
+        """Keep `value` for a key not added before; the value kept for it before, or None when it was
+        added now (the key is digested once for both)."""
         hi, lo = self._words(key)
-        if self._tables[hi >> _SHARD_SHIFT].add(hi, lo, value):
+        first = self._tables[hi >> _SHARD_SHIFT].setdefault(hi, lo, value)
+        if first is None:
             self._count += 1
+        return first

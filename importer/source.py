@@ -350,10 +350,8 @@ class ExportReader:
     def _claim(self, kind: Kind, key: str, number: int, index: int) -> bool:
         """Note a key as read at file `number`, item `index` (-1: the file itself); False for a duplicate,
         which is warned of (or refused, when strict) and skipped."""
-        seen = self._seen[kind]
-        first = seen.get(key)
+        first = self._seen[kind].setdefault(key, number << 32 | (index + 1))
         if first is None:
-            seen.add(key, number << 32 | (index + 1))
             self.counts[kind] += 1
             return True
         location = self._location(kind, number, index)

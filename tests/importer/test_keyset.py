@@ -61,7 +61,7 @@ def test_growing_holds_only_one_table_and_no_zeroed_bytes_beside_it() -> None:
         table.add(i << 8 | 1, i, i)
     tracemalloc.start()
     try:
-        table.add(1 << 40 | 1, 5, 1)  # the key that makes it grow
+        table.setdefault(1 << 40 | 1, 5, 1)  # the key that makes it grow
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -84,3 +84,10 @@ def test_a_set_grows_a_sixteenth_at_a_time() -> None:
     # (about 1 MB over the final size); one table of the whole would have held 5.2 MB more at its last
     # doubling.
     assert seen.slots == 16 * 32_768 and size > 10_400_000 and peak - size < 1_700_000, (size, peak)
+
+
+def test_setdefault_keeps_the_first_value_and_says_it() -> None:
+    keys = KeySet()
+    assert keys.setdefault("Blaster_Ranged.Fire_Blast", 7) is None
+    assert keys.setdefault("Blaster_Ranged.Fire_Blast", 9) == 7
+    assert keys.get("Blaster_Ranged.Fire_Blast") == 7 and len(keys) == 1
