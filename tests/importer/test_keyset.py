@@ -58,7 +58,7 @@ def test_a_set_sized_for_its_keys_does_not_grow_and_answers_the_same() -> None:
 def test_growing_holds_only_one_table_and_no_zeroed_bytes_beside_it() -> None:
     table = _Table(expected=768)
     for i in range(768):
-        table.add(i << 8 | 1, i, i)
+        table.setdefault(i << 8 | 1, i, i)
     tracemalloc.start()
     try:
         table.setdefault(1 << 40 | 1, 5, 1)  # the key that makes it grow
