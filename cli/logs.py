@@ -82,7 +82,10 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
     structlog.configure(
         processors=[*shared, *finish],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write a line: print() writes the line and its newline apart, and the stdlib handler below
+        # (the pool's thread, APScheduler) writes to the same stream under a lock of its own, so a line
+        # of one could land between the other's line and its newline.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)

@@ -156,3 +156,25 @@ def test_a_pool_warning_is_a_json_line(capsys: pytest.CaptureFixture[str]) -> No
     assert "error connecting in 'probe'" in pool_lines[0]["event"]
     assert "pw-secret" not in seen
     assert sys.stderr is not None
+
+
+def test_lines_logged_by_two_threads_at_once_stay_whole_json_lines(tmp_path: Path) -> None:
+    """structlog (the main thread) and the stdlib handler (a pool's or APScheduler's thread) write to the
+    same stderr: no line may land inside another."""
+    script = (
+        "import logging, sys, threading, structlog\n"
+        "from cli import logs\n"
+        "sys.setswitchinterval(1e-6)\n"
+        "logs.configure('info', json=True)\n"
+        "def stdlib():\n"
+        "    for i in range(3000): logging.getLogger('psycopg.pool').warning('pool line %d', i)\n"
+        "t = threading.Thread(target=stdlib); t.start()\n"
+        "for i in range(3000): structlog.get_logger().info('main_line', i=i)\n"
+        "t.join()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    parsed = [json.loads(line) for line in lines]  # every line whole, or this raises
+    assert len(parsed) == 6000
+    assert sum(p["event"] == "main_line" for p in parsed) == 3000
