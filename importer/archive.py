@@ -14,7 +14,7 @@ import threading
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final
@@ -89,17 +89,23 @@ class Export(ABC):
     ) -> None:
         self.close()
 
-    def hash_all(self, rels: Iterable[str], threads: int = HASH_THREADS) -> None:
-        """Read these files to their ends, for their digests, on `threads` threads (hashlib and the reads
-        let go of the interpreter lock: a core each); the first error stops them and is raised."""
-        todo = iter(list(rels))  # a list's iterator, unlike a generator, may be shared by threads
+    def hash_all(self, rels: Sequence[str], threads: int = HASH_THREADS) -> None:
+        """Read to their ends, for their digests, the files of `rels` that are listed and not read yet, on
+        `threads` threads (hashlib and the reads let go of the interpreter lock: a core each); the first
+        error stops them and is raised."""
+        # Positions, not names, are shared by the threads: a range's iterator may be (a generator may not),
+        # and each name is made when its file is taken rather than tens of thousands at once.
+        todo = iter(range(len(rels)))
         errors: list[BaseException] = []
 
         def work() -> None:
             try:
-                for rel in todo:  # one iterator shared: each file is taken by one thread
+                for i in todo:
                     if errors:
                         return
+                    rel = rels[i]
+                    if rel not in self.files or rel in self.digests:
+                        continue
                     with self.open(rel) as f:
                         while f.read(_CHUNK):
                             pass

@@ -170,6 +170,18 @@ class ExportReader:
         (duplicates included), or None for a file skipped by `reuse`."""
         self._on_file = done
 
+    @property
+    def listed(self) -> int:
+        """How many files the export lists (every file, not only those read for records)."""
+        return len(self._export.files)
+
+    def position(self, rel: str) -> int | None:
+        """A file's position in the export's listing (sorted by path), or None when it is not listed."""
+        try:
+            return self._export.files.index(rel)
+        except KeyError:
+            return None
+
     def digest(self, rel: str) -> bytes | None:
         """SHA-256 of a file's raw bytes once it has been read to its end (by `hash_files`, or for its
         records); None before."""
@@ -203,11 +215,9 @@ class ExportReader:
         Lets an import of an export already in the log stop early; the bytes read here are not
         counted again towards the size limits when the records are read afterwards.
         """
-        export = self._export
-        export.hash_all(
-            rel for rel in (*self._files, *NOTE_FILES) if rel in export.files and rel not in export.digests
-        )
-        return export.content_hash()
+        self._export.hash_all(self._files)
+        self._export.hash_all(NOTE_FILES)
+        return self._export.content_hash()
 
     def __iter__(self) -> Iterator[SourceRecord]:
         if self._started:

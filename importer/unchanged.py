@@ -21,40 +21,54 @@ class UnchangedFiles:
 
     Every key such a file held was live from it when that import ended, and the log has not changed since:
     the file's records are the streams' heads, and its keys are all a reader needs, in order, to find the
-    same duplicates and removals as a full read."""
+    same duplicates and removals as a full read. Which files those are is one flag a file of the listing
+    (tens of thousands of paths and digests held at once cost a large export several MB).
+    """
 
     def __init__(
         self, conn: psycopg.Connection[Any], import_id: int, warnings: list[Any], reader: ExportReader
     ) -> None:
         self._conn = conn
-        self._reading = reader.reading
-        earlier = files.digests_of(conn, import_id)
+        self._reader = reader
         # A key that import skipped as a duplicate is not live from the file it was skipped in: should the
         # file that held it first now lose it, this one's record is needed. Such files are parsed.
-        for w in warnings:
-            if isinstance(w, dict) and isinstance(w.get("second"), str):
-                earlier.pop(w["second"].rpartition(": ")[0], None)
-        # In reading order; the reader asks for every file in that order, so a pointer walks it.
-        self._files: list[tuple[str, bytes]] = []
-        for rel in reader.reusable_files:
-            digest = earlier.get(rel)
-            if digest is not None and digest == reader.digest(rel):
-                self._files.append((rel, digest))
-        del earlier
-        self._next = 0
+        skipped = {
+            w["second"].rpartition(": ")[0]
+            for w in warnings
+            if isinstance(w, dict) and isinstance(w.get("second"), str)
+        }
+        skipped.add(reader.files[0])  # I12.json, parsed for its header in any case
+        self._unchanged = bytearray(reader.listed)
+        self._count = 0
+        for path, digest in files.digests_of(conn, import_id):
+            position = reader.position(path)
+            if position is not None and path not in skipped and reader.digest(path) == digest:
+                self._unchanged[position] = 1
+                self._count += 1
+        self._asked = 0  # the reader asks about every file of `reusable_files`, in that order
         self._keys: dict[bytes, bytes] = {}
 
     def __len__(self) -> int:
-        return len(self._files)
+        return self._count
+
+    def _taken(self, rel: str) -> bytes | None:
+        position = self._reader.position(rel)
+        return self._reader.digest(rel) if position is not None and self._unchanged[position] else None
 
     def __call__(self, rel: str) -> FileKeys | None:
-        if self._next >= len(self._files) or self._files[self._next][0] != rel:
+        self._asked += 1
+        digest = self._taken(rel)
+        if digest is None:
             return None
-        digest = self._files[self._next][1]
-        self._next += 1
         if digest not in self._keys:
-            ahead = [d for _, d in self._files[self._next - 1 : self._next - 1 + FETCH]]
-            self._keys = files.keys_of(self._conn, ahead, self._reading)
+            ahead = [digest]
+            upcoming = self._reader.reusable_files
+            for i in range(self._asked, min(len(upcoming), self._asked + 4 * FETCH)):
+                if len(ahead) == FETCH:
+                    break
+                if (d := self._taken(upcoming[i])) is not None:
+                    ahead.append(d)
+            self._keys = files.keys_of(self._conn, ahead, self._reader.reading)
         blob = self._keys.pop(digest, None)
         if blob is None:
             return None

@@ -8,7 +8,7 @@ file order, so an unchanged file costs each later import one `import_files` row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -44,11 +44,13 @@ def reusable_import(conn: psycopg.Connection[Any], head: str, reading: str) -> t
     return None if row is None else (int(row[0]), list(row[1]))
 
 
-def digests_of(conn: psycopg.Connection[Any], import_id: int) -> dict[str, bytes]:
-    """Path -> SHA-256 of every record file that import read."""
+def digests_of(conn: psycopg.Connection[Any], import_id: int) -> Iterator[tuple[str, bytes]]:
+    """(path, SHA-256) of every record file that import read, streamed row by row."""
     with conn.cursor() as cur:
-        cur.execute("SELECT path, digest FROM import_files WHERE import_id = %s", (import_id,), binary=True)
-        return {path: bytes(digest) for path, digest in cur}
+        for path, digest in cur.stream(
+            "SELECT path, digest FROM import_files WHERE import_id = %s", (import_id,), binary=True
+        ):
+            yield path, bytes(digest)
 
 
 def keys_of(conn: psycopg.Connection[Any], digests: Sequence[bytes], reading: str) -> dict[bytes, bytes]:
