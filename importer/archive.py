@@ -74,7 +74,8 @@ class Export(ABC):
         h = hashlib.sha256()
         digests = self.digests
         for rel in digests:
-            h.update(f"{rel}\0{digests[rel].hex()}\n".encode())
+            # A name that is not UTF-8 (its stray bytes kept as lone surrogates) counts as its own bytes.
+            h.update(f"{rel}\0{digests[rel].hex()}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
     @abstractmethod

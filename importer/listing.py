@@ -86,8 +86,9 @@ class _Names(Sequence[str]):
     @overload
     def __getitem__(self, i: slice) -> Sequence[str]: ...
     def __getitem__(self, i: int | slice) -> str | Sequence[str]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+        if isinstance(i, slice):  # positions, not names: a slice of tens of thousands is made cheaply
+            chosen = range(len(self))[i] if self._indexes is None else self._indexes[i]
+            return _Names(self._listing, array("L", chosen))
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):

@@ -240,7 +240,8 @@ def _run(
 
         def file_read(rel: str, keys: FileKeys | None) -> None:
             digest = reader.digest(rel)
-            if not result.dry_run and digest is not None and recorder.add(rel, digest, keys):
+            # A name that is not UTF-8 is stored escaped: it never matches again, and that file is parsed.
+            if not result.dry_run and digest is not None and recorder.add(_utf8(rel), digest, keys):
                 recorder.write(conn, begin())
 
         reader.on_file(file_read)

@@ -45,6 +45,7 @@ class UnchangedFiles:
             if position is not None and path not in skipped and reader.digest(path) == digest:
                 self._unchanged[position] = 1
                 self._count += 1
+        self._upcoming = reader.reusable_files
         self._asked = 0  # the reader asks about every file of `reusable_files`, in that order
         self._keys: dict[bytes, bytes] = {}
 
@@ -62,11 +63,10 @@ class UnchangedFiles:
             return None
         if digest not in self._keys:
             ahead = [digest]
-            upcoming = self._reader.reusable_files
-            for i in range(self._asked, min(len(upcoming), self._asked + 4 * FETCH)):
+            for i in range(self._asked, min(len(self._upcoming), self._asked + 4 * FETCH)):
                 if len(ahead) == FETCH:
                     break
-                if (d := self._taken(upcoming[i])) is not None:
+                if (d := self._taken(self._upcoming[i])) is not None:
                     ahead.append(d)
             self._keys = files.keys_of(self._conn, ahead, self._reader.reading)
         blob = self._keys.pop(digest, None)

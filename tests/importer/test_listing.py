@@ -54,7 +54,7 @@ def test_chosen_names_are_made_when_asked_for() -> None:
     assert list(listing) == ["I12.json", "db/a.json", "db/a.txt", "db/b.json"]
     chosen = listing.names([0, 3, 1])
     assert list(chosen) == ["I12.json", "db/b.json", "db/a.json"] and len(chosen) == 3
-    assert chosen[-1] == "db/a.json" and chosen[1:] == ["db/b.json", "db/a.json"]
+    assert chosen[-1] == "db/a.json" and list(chosen[1:]) == ["db/b.json", "db/a.json"]
     with pytest.raises(IndexError):
         chosen[3]
     assert listing.index("db/a.txt") == 2 and listing.name(2) == "db/a.txt"
@@ -76,3 +76,12 @@ def test_a_file_costs_under_112_bytes_with_its_name() -> None:
     # a file, cost 145 beside the path strings (94 bytes each).
     assert size / len(names) < 112, size / len(names)
     assert listing.name(39_999) == names[-1] and listing.index(names[20_000]) == 20_000
+
+
+def test_a_slice_of_names_is_names_made_when_asked_for() -> None:
+    listing = FileListing([("b.json", 2), ("a.json", 1), ("c.json", 3), ("d.json", 4)])
+    chosen = listing.names([3, 0, 2])
+    tail = chosen[1:]
+    assert list(tail) == ["a.json", "c.json"] and len(tail) == 2 and tail[-1] == "c.json"
+    assert list(listing.names(range(4))[::2]) == ["a.json", "c.json"]
+    assert type(tail) is type(chosen)  # positions kept, no list of names

@@ -213,3 +213,19 @@ def test_keys_stored_in_another_form_make_the_file_parsed(
 
 def _digest(rel: str) -> bytes:
     return hashlib.sha256((SAMPLES / "mids-20.1224" / rel).read_bytes()).digest()
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_escaped_and_parsed_each_time(
+    db: Database, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    export = tmp_path / "export"
+    shutil.copytree(SAMPLES / "mids-20.1224", export)
+    player = bytes(export / "db" / "Player")
+    os.rename(bytes(export / FIRE_BLAST), player + b"/caf\xe9.json")
+    first = run_import(db, export)
+    assert first.events == 78
+    (export / "PowerSets.json").write_bytes(b"[]")
+    again = run_import(db, export)
+    assert again.events == 0 and again.files_reused == record_files(again) - 1
+    paths = [path for path, _, _ in files.recorded(conn, again.import_id or 0)]
+    assert "db/Player/caf\\xe9.json" in paths
