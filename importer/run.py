@@ -175,17 +175,17 @@ def _run(
             return
         # The last import's keys per kind: the reader's record of keys read is sized once for about as many.
         reader.expect(log.live_counts(conn))
+        # The diff reads the log as it was before this import (the lock keeps other writers out, and each
+        # key is read once), on a connection of its own: the import's is busy appending meanwhile.
+        reads = conn if result.dry_run else stack.enter_context(db.connect())
         if earlier:
             base = files.reusable_import(conn, str(head), reader.reading)
             if base is not None:
-                unchanged = UnchangedFiles(conn, *base, reader)
+                unchanged = UnchangedFiles(reads, *base, reader)
                 if unchanged:
                     reader.reuse(unchanged)
                     logger.info("unchanged_files", files=len(unchanged), read_by_import=base[0])
         recorder = files.Recorder(reader.reading)
-        # The diff reads the log as it was before this import (the lock keeps other writers out, and each
-        # key is read once), on a connection of its own: the import's is busy appending meanwhile.
-        reads = conn if result.dry_run else stack.enter_context(db.connect())
         differ = Differ(
             lambda sids: log.heads_of(reads, sids),
             lambda sids: log.current_records(reads, sids),

@@ -22,7 +22,8 @@ class UnchangedFiles:
     Every key such a file held was live from it when that import ended, and the log has not changed since:
     the file's records are the streams' heads, and its keys are all a reader needs, in order, to find the
     same duplicates and removals as a full read. Which files those are is one flag a file of the listing
-    (tens of thousands of paths and digests held at once cost a large export several MB).
+    (tens of thousands of paths and digests held at once cost a large export several MB). `conn` reads what
+    is committed: the importer's reading connection, not the one busy appending.
     """
 
     def __init__(
