@@ -29,7 +29,6 @@ _ARRAY_OF: Final[dict[Kind, str | None]] = {kind: array for array, (kind, _) in 
     "powerset": None
 }
 _POWERSET_KEY: Final = "FullName"
-_READ_CHUNK: Final = 1024 * 1024
 
 READING: Final = "1"
 """The version of the rules that turn a file's bytes into records (validation, natural keys, canonical
@@ -281,11 +280,7 @@ class ExportReader:
                     ),
                 )
                 self._file_done(last)
-            for rel in NOTE_FILES:
-                if rel in self._export.files:
-                    with self._export.open(rel) as f:
-                        while f.read(_READ_CHUNK):
-                            pass
+            self._export.hash_all(NOTE_FILES, threads=1)  # two small files: no thread started
             self._complete = True
         finally:
             self.close()
