@@ -14,6 +14,7 @@ import threading
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -195,6 +196,14 @@ def open_export(path: str | os.PathLike[str], limits: ReadLimits = DEFAULT_LIMIT
     raise ImportInputError(name, "", "a directory, a .zip or a .tar.gz of an export (not an archive)")
 
 
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """Whether an entry is a directory or a link to one (as os.walk sorts them); a broken link is not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 class DirectoryExport(Export):
     """An export on disk; links are followed only when they stay inside it, directory links never."""
 
@@ -218,42 +227,45 @@ class DirectoryExport(Export):
         return self._dirs
 
     def _scan(self) -> tuple[FileListing, frozenset[str]]:
-        files: list[tuple[str, int]] = []
+        # One directory at a time through os.scandir, each name made once from its directory's: os.walk's
+        # lists and a relpath a file made and dropped some 10 MB at 40,804 files, which the process kept.
+        names: list[str] = []
+        sizes = array("q")
         dirs: set[str] = set()
-
-        def refuse(exc: OSError) -> None:
-            raise ImportInputError(
-                self._rel(exc.filename or ""), "", f"a readable directory ({exc.strerror})"
-            )
-
-        for top, dirnames, filenames in os.walk(self._root, onerror=refuse):
-            for d in sorted(dirnames):
-                full = os.path.join(top, d)
-                if os.path.islink(full):
-                    self._inside(full)
-                else:
-                    dirs.add(self._rel(full))
-            for f in filenames:
-                full = os.path.join(top, f)
-                rel = self._rel(full)
-                if os.path.islink(full):
-                    self._inside(full)
-                try:
-                    st = os.stat(full)
-                except OSError as exc:
-                    raise ImportInputError(rel, "", f"a readable file ({exc.strerror})") from exc
-                if not stat.S_ISREG(st.st_mode):
-                    if rel.endswith(".json"):
-                        raise ImportInputError(rel, "", "a regular file")
-                    continue
-                files.append((rel, st.st_size))
-                if len(files) > self.limits.max_files:
-                    raise ImportInputError(self.name, "", _too_many(self.limits))
-        return FileListing(files), frozenset(dirs)
+        pending = [""]
+        while pending:
+            folder = pending.pop()
+            try:
+                entries = os.scandir(os.path.join(self._root, folder))
+            except OSError as exc:
+                raise ImportInputError(folder or ".", "", f"a readable directory ({exc.strerror})") from exc
+            with entries:
+                for entry in entries:
+                    rel = f"{folder}/{entry.name}" if folder else entry.name
+                    if _is_dir(entry):
+                        if entry.is_symlink():
+                            self._inside(entry.path)  # a link to a directory is not followed
+                        else:
+                            dirs.add(rel)
+                            pending.append(rel)
+                        continue
+                    if entry.is_symlink():
+                        self._inside(entry.path)
+                    try:
+                        st = entry.stat()
+                    except OSError as exc:
+                        raise ImportInputError(rel, "", f"a readable file ({exc.strerror})") from exc
+                    if not stat.S_ISREG(st.st_mode):
+                        if rel.endswith(".json"):
+                            raise ImportInputError(rel, "", "a regular file")
+                        continue
+                    names.append(rel)
+                    sizes.append(st.st_size)
+                    if len(names) > self.limits.max_files:
+                        raise ImportInputError(self.name, "", _too_many(self.limits))
+        return FileListing.of(names, sizes), frozenset(dirs)
 
     def _rel(self, full: str) -> str:
-        # Not through pathlib: it interns every part, and the interpreter's table of interned strings
-        # keeps its size after they are gone (about 4 MB at 40,000 files).
         return os.path.relpath(full, self._root).replace(os.sep, "/")
 
     def _inside(self, full: str) -> str:

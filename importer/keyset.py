@@ -1,11 +1,11 @@
-"""The natural keys an import has read, in 27 to 54 bytes each whatever their length.
+"""The natural keys an import has read, in 22 to 43 bytes each whatever their length.
 
 A dict of key -> location costs some 270 bytes per key (the key string, a tuple, its ints, the slot),
 about 100 MB for the 365K powers of a large export; a dict of 16-byte digests still 138 bytes (50 MB).
-Here a key is its 96-bit BLAKE2b digest in an open-addressing table of plain words, with the place it was
-first read beside it: 20 bytes a slot, at most 3/4 full (the tables are 16, see KeySet). Two of a million
-keys share a digest with a probability of about 6e-18 (n**2 / 2**97); 128 bits cost 4 bytes more a slot,
-2 MB at the 365K powers of a large export.
+Here a key is its 96-bit BLAKE2b digest in an open-addressing table of plain words, with a 32-bit number
+beside it (the reader's for the place the key was first read): 16 bytes a slot, at most 3/4 full (the
+tables are 16, see KeySet). Two of a million keys share a digest with a probability of about 6e-18
+(n**2 / 2**97); 128 bits would cost 4 bytes more a slot, 2 MB at the 365K powers of a large export.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ _MIN_SLOTS: Final = 64  # a table's first size: 1,024 slots in all
 
 
 def _table(slots: int) -> tuple[array[int], array[int], array[int]]:
-    """Empty slots: high words (64 bits), low words (32 bits), values. Made by repeating one zero, not from
-    a zeroed `bytes` of the same size, which would be held beside each array while it is copied in."""
-    return array("Q", [_EMPTY]) * slots, array("I", [0]) * slots, array("q", [0]) * slots
+    """Empty slots: high words (64 bits), low words (32 bits), values (32 bits). Made by repeating one zero,
+    not from a zeroed `bytes` of the same size, which would be held beside each array while it is copied in."""
+    return array("Q", [_EMPTY]) * slots, array("I", [0]) * slots, array("I", [0]) * slots
 
 
 def key_digest(key: str) -> bytes:
@@ -61,7 +61,8 @@ class _Table:
         slot = self._find(hi, lo)
         if self._hi[slot] != _EMPTY:
             return self._value[slot]
-        self._hi[slot], self._lo[slot], self._value[slot] = hi, lo, value
+        self._value[slot] = value  # first: a value out of range raises before the key is in
+        self._hi[slot], self._lo[slot] = hi, lo
         self._count += 1
         if self._count * 4 > self._slots * 3:  # at most 3/4 full: probes stay a few slots long
             self._grow()
@@ -78,7 +79,7 @@ class _Table:
 
 
 class KeySet:
-    """Keys added once each, with an int (where the key was first read) kept beside each.
+    """Keys added once each, with a number from 0 to 2**32 - 1 kept beside each (OverflowError beyond).
 
     The keys are spread over _SHARDS tables by their digest's top bits, each growing on its own: a table
     that doubles holds its old and its new arrays at once, and that is a sixteenth of the whole, not all of it
@@ -96,7 +97,7 @@ class KeySet:
 
     @property
     def slots(self) -> int:
-        """Slots of all the tables (20 bytes each)."""
+        """Slots of all the tables (16 bytes each)."""
         return sum(t._slots for t in self._tables)
 
     @staticmethod

@@ -17,6 +17,7 @@ from importer.errors import ImportInputError
 from importer.jsonread import ParsedFile, json_path, json_type, parse_file
 from importer.keyset import KeySet
 from importer.limits import DEFAULT_LIMITS, ReadLimits
+from importer.places import Places
 
 # kind, its array in the file (None: the file itself), its natural key field
 _ARRAYS: Final[dict[str, tuple[Kind, str]]] = {
@@ -114,8 +115,9 @@ class ExportReader:
         self.duplicates: dict[Kind, int] = dict.fromkeys(KINDS, 0)
         self._export = export
         self._files = self._layout(export)
-        # Per kind, key -> where it was first read, as file number << 32 | index + 1: a few dozen bytes a
-        # key, for exports of hundreds of thousands of records.
+        # Per kind, key -> where it was first read, as a number of `_places`: a few dozen bytes a key, for
+        # exports of hundreds of thousands of records.
+        self._places = Places()
         self._seen: dict[Kind, KeySet] = {kind: KeySet() for kind in KINDS}
         self._seen["powerset"] = KeySet(expected=len(self._files) - 2)  # one a file
         self._started = False
@@ -355,12 +357,16 @@ class ExportReader:
     def _claim(self, kind: Kind, key: str, number: int, index: int) -> bool:
         """Note a key as read at file `number`, item `index` (-1: the file itself); False for a duplicate,
         which is warned of (or refused, when strict) and skipped."""
-        first = self._seen[kind].setdefault(key, number << 32 | (index + 1))
+        try:
+            place = self._places.number(number, index)
+        except OverflowError as exc:
+            raise ImportInputError(self.source, "", f"an export of fewer records ({exc})") from None
+        first = self._seen[kind].setdefault(key, place)
         if first is None:
             self.counts[kind] += 1
             return True
         location = self._location(kind, number, index)
-        first_location = self._location(kind, first >> 32, (first & 0xFFFFFFFF) - 1)
+        first_location = self._location(kind, *self._places.place(first))
         if self.strict:
             array = _ARRAY_OF[kind]
             rel = self._files[number]

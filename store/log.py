@@ -290,7 +290,7 @@ def _write_streams(cur: psycopg.Cursor[Any], streams: list[_StreamState]) -> Non
         raise ConcurrencyError(f"stale append: {detail}; another writer got there first: run again")
 
 
-ADVANCE_BYTES = 2 * 1024 * 1024
+ADVANCE_BYTES = 512 * 1024
 """Inline records sent per call that advances streams: its arrays are built whole on both sides, so a
 batch of changed 20 KB powers, sent at once, would cost the import several times the batch's bytes."""
 
