@@ -19,8 +19,10 @@ KeysByKind = Mapping[str, Sequence[str]]
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(dict[str, list[str]])
 
-WRITE_BYTES: Final = 1024 * 1024
-"""Keys held before they are written: a file's keys are a few KB, and a release has thousands of files."""
+WRITE_BYTES: Final = 256 * 1024
+"""Keys held before they are written: a file's keys are a few KB, and a release has thousands of files. A
+write is sent as arrays built whole (twice the bytes on the client): at 1 MB, a scale 120 first import's
+peak was 104.6 MB, at 256 KB 97.3 (single runs)."""
 
 
 def encode_keys(keys: KeysByKind) -> bytes:
