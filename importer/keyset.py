@@ -1,4 +1,4 @@
-"""The natural keys an import has read, in 22 to 43 bytes each whatever their length.
+"""The natural keys an import has read, in 21 to 43 bytes each whatever their length.
 
 A dict of key -> location costs some 270 bytes per key (the key string, a tuple, its ints, the slot),
 about 100 MB for the 365K powers of a large export; a dict of 16-byte digests still 138 bytes (50 MB).

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from importer import places
+from importer import places, read_export
+from importer.errors import ImportInputError
 from importer.places import Places
+from tests.importer.helpers import SAMPLES
 
 
 def test_numbers_go_back_to_their_file_and_item() -> None:
@@ -25,3 +27,12 @@ def test_a_number_at_32_bits_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     assert p.number(0, 98) == 99
     with pytest.raises(OverflowError, match="more than 99 places in one export"):
         p.number(1, 0)
+
+
+def test_an_export_past_the_numbers_is_refused_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(places, "LIMIT", 20)
+    with read_export(SAMPLES / "mids-21.0331") as reader, pytest.raises(ImportInputError) as raised:
+        for _ in reader:
+            pass
+    assert "an export of fewer records (more than 19 places in one export)" in str(raised.value)
+    assert raised.value.file == str(SAMPLES / "mids-21.0331")
