@@ -24,14 +24,14 @@ class Places:
 
     def number(self, file: int, index: int) -> int:
         """The number of this place: the same place gives the same number within a run of its file."""
-        if not self._files or self._files[-1] != file:
-            if self._next >= LIMIT:
-                raise OverflowError(f"more than {LIMIT - 1:,} places in one export")
-            self._starts.append(self._next)
-            self._files.append(file)
-        n: int = self._starts[-1] + index + 1
+        new_run = not self._files or self._files[-1] != file
+        start: int = self._next if new_run else self._starts[-1]
+        n = start + index + 1
         if n >= LIMIT:
             raise OverflowError(f"more than {LIMIT - 1:,} places in one export")
+        if new_run:
+            self._starts.append(start)
+            self._files.append(file)
         self._next = max(self._next, n + 1)
         return n
 
