@@ -92,7 +92,7 @@ def test_a_slice_of_names_is_names_made_when_asked_for() -> None:
 
 def test_listing_a_directory_holds_under_320_bytes_a_file_at_its_peak(tmp_path: Path) -> None:
     # What the scan makes and drops stays in the process as freed memory it does not give back: os.walk's
-    # lists, a relpath and a (name, size) tuple a file took the peak to 550 bytes a file (22.6 MB at the
+    # lists, a relpath and a (name, size) tuple a file took this peak to 454 bytes a file (22.6 MB at the
     # 40,804 files of a scale 120 export, 10 MB of it still held after the listing was made).
     folder = tmp_path / "db" / "Powersets_Player"
     folder.mkdir(parents=True)
