@@ -13,6 +13,7 @@ from typing import Any, Final
 import psycopg
 import structlog
 
+from events.mids import KINDS
 from importer import diff as chunking
 from importer.appender import Appender
 from importer.diff import Differ, empty_counts
@@ -176,7 +177,8 @@ def _run(
             _finish(conn, meta, result)
             return
         # The last import's keys per kind: the reader's record of keys read is sized once for about as many.
-        reader.expect(log.live_counts(conn))
+        live = log.live_counts(conn)
+        reader.expect(live)
         # The diff reads the log as it was before this import (the lock keeps other writers out, and each
         # key is read once), on a connection of its own: the import's is busy appending meanwhile.
         reads = conn if result.dry_run else stack.enter_context(db.connect())
@@ -259,8 +261,12 @@ def _run(
             faults.point("record", result.records)
             add(differ.feed(rec.kind, rec.key, rec.data))
         add(differ.flush())
-        # Every record has been read: the streams not seen are the ones to remove.
-        add(differ.removals(log.live_streams(reads, LIVE_FETCH), reader.seen))
+        # Every record has been read: the streams not seen are the ones to remove. A key read is either live
+        # or counted added (a key taken from an unchanged file is live: see UnchangedFiles), so a kind whose
+        # keys read, less those added, number its live streams lost none, and its streams are not walked.
+        gone = [k for k in KINDS if live.get(k, 0) != reader.counts[k] - result.counts[k]["added"]]
+        if gone:
+            add(differ.removals(log.live_streams(reads, LIVE_FETCH, gone), reader.seen, gone))
         if appender is not None:
             appender.finish()
         result.files = files_total

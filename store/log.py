@@ -652,15 +652,19 @@ def live_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {str(kind): int(n) for kind, n in rows}
 
 
-def live_streams(conn: psycopg.Connection[Any], fetch: int = 5000) -> Iterator[StreamHead]:
-    """Every live (not removed) stream in stream_id order, through a server-side cursor of the caller's
-    transaction: `fetch` rows at a time are held, and the connection may run other statements (appends)
-    between fetches. The cursor reads the streams as they were when it opened."""
+def live_streams(
+    conn: psycopg.Connection[Any], fetch: int = 5000, kinds: Sequence[str] | None = None
+) -> Iterator[StreamHead]:
+    """Every live (not removed) stream (of these kinds, or of all) in stream_id order, through a server-side
+    cursor of the caller's transaction: `fetch` rows at a time are held, and the connection may run other
+    statements (appends) between fetches. The cursor reads the streams as they were when it opened."""
     with conn.cursor(name="powerlog_live_streams") as cur:
         cur.itersize = fetch
         cur.execute(
-            "SELECT stream_id, kind, key, version, hash, removed FROM streams WHERE NOT removed"
-            " ORDER BY stream_id"
+            "SELECT stream_id, kind, key, version, hash, removed FROM streams"
+            " WHERE NOT removed AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s::text[]))"
+            " ORDER BY stream_id",
+            {"kinds": None if kinds is None else list(kinds)},
         )
         for row in cur:
             yield StreamHead(*row)
