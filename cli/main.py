@@ -6,6 +6,7 @@ command that needs them, so `powerlog --help` answers at once.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Annotated
 
@@ -74,6 +75,17 @@ def main(
 
 def run() -> None:
     """Console-script entry point: exit 0 done, 1 failed with a message, 2 bad usage."""
+    try:
+        _run()
+    finally:
+        # The process ends here: the collections the interpreter runs as it exits would walk every object
+        # of the libraries loaded (SQLAlchemy, psycopg, rich) to free memory the OS takes back anyway, 0.2 to
+        # 0.35 s of a rebuild or a no-change import on a slow machine (0.03 s frozen). What the command
+        # opened it has closed by now, and atexit handlers still run.
+        gc.freeze()
+
+
+def _run() -> None:
     try:
         app()  # standalone: typer prints usage errors itself and exits 2
     except KeyboardInterrupt:
