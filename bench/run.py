@@ -64,6 +64,7 @@ from common import (
     REPO,
     SHARED_DATA,
     Timer,
+    compile_project,
     fresh_database,
     log_compression,
     server,
@@ -758,6 +759,7 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     if not Path(GNU_TIME).exists():
         raise SystemExit(f"{GNU_TIME} (GNU time) is needed for each command's own peak RSS")
+    compile_project()
     scales = [int(s) for s in args.scales.split(",") if s]
     plan = [(s, False) for s in scales] + ([(120, True)] if args.full else [])
     with server() as admin:
