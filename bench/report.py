@@ -1,10 +1,10 @@
 """docs/benchmarks.md and docs/benchmarks.png from the results of a named `bench/run.py` run.
 
-    .venv/bin/python bench/report.py --run NAME [--growth NAME] [--results bench/results]
+    .venv/bin/python bench/report.py --run NAME [--growth NAME] [--with NAME] [--results bench/results]
                                      [--out docs/benchmarks.md] [--plot docs/benchmarks.png] [--no-plot]
 
 Reads `results/run-NAME.json` and any `results/run-NAME-s<scale>.json` (scales run on their own, e.g. a
-`--scales 30` run named NAME-s30), and `results/growth-{append,view,visible}-NAME.json` (`--growth`, NAME by
+`--scales 30` run named NAME-s30) and of each `--with` run (the scales the others lack), and `results/growth-{append,view,visible}-NAME.json` (`--growth`, NAME by
 default) when present. Writes the machine, PostgreSQL and package versions, the table of figures and each
 issue 15 target as measured, met or missed, and a plot of time and peak RSS against scale for the imports and
 the rebuild (matplotlib, from the `bench` extra).
@@ -19,6 +19,7 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,17 +61,26 @@ class Row:
         return f"| {self.scale} | {self.figure} | {self.measured} | {self.target} | {verdict} |"
 
 
-def load_run(results: Path, name: str) -> dict[str, Any]:
-    """The run's main file with the scales of its `-s<scale>` parts merged in, ordered by scale."""
+def load_run(results: Path, name: str, others: Sequence[str] = ()) -> dict[str, Any]:
+    """The run's main file with the scales of its `-s<scale>` parts merged in, then those of the `others`
+    runs (whole names) it lacks, ordered by scale."""
     main = results / f"run-{name}.json"
     if not main.exists():
         raise SystemExit(f"{main} not found: run `bench/run.py --name {name}` first")
     run: dict[str, Any] = json.loads(main.read_text())
     run["files"] = [main.name]
     seen = {row["scale"] for row in run["scales"]}
-    for part in sorted(results.glob(f"run-{name}-s*.json")):
-        if not re.fullmatch(rf"run-{re.escape(name)}-s\d+\.json", part.name):
-            continue
+    parts = [
+        p
+        for p in sorted(results.glob(f"run-{name}-s*.json"))
+        if re.fullmatch(rf"run-{re.escape(name)}-s\d+\.json", p.name)
+    ]
+    for other in others:
+        part = results / f"run-{other}.json"
+        if not part.exists():
+            raise SystemExit(f"{part} not found (--with {other})")
+        parts.append(part)
+    for part in parts:
         extra = json.loads(part.read_text())
         run["files"].append(part.name)
         for row in extra["scales"]:
@@ -423,12 +433,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--run", required=True, help="the run's name (results/run-NAME.json)")
     parser.add_argument("--growth", default=None, help="the growth results' name (default: the run's)")
+    parser.add_argument(
+        "--with",
+        dest="others",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another run (results/run-NAME.json) whose scales the run lacks are reported too, named among"
+        " the files (e.g. an earlier run's scales 30 and 120)",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "benchmarks.png")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
-    run = load_run(args.results, args.run)
+    run = load_run(args.results, args.run, args.others)
     growth_name = args.growth or args.run
     growth = load_growth(args.results, growth_name)
     host = run.get("machine") or machine()

@@ -145,6 +145,29 @@ def test_targets_table(tmp_path: Path) -> None:
     assert "run-tinyother" not in text and "| 10 |" not in text
 
 
+def test_scales_of_another_run_fill_in_what_the_run_lacks(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _write(results)
+    earlier = json.loads((results / "run-tiny.json").read_text())
+    earlier["scales"] = [_scale(3, 999), _scale(120, 260)]  # its scale 3 is the run's own: not taken
+    (results / "run-earlier.json").write_text(json.dumps(earlier))
+    out = tmp_path / "benchmarks.md"
+    report = _report()
+    report.main(
+        ["--run", "tiny", "--with", "earlier", "--results", str(results), "--out", str(out), "--no-plot"]
+    )
+    text = out.read_text()
+    assert (
+        "from `bench/results/run-tiny.json`, `bench/results/run-tiny-s30.json`, `bench/results/run-earlier.json`"
+        in text
+    )
+    assert "| 120 | peak RSS, first import | 260 MB | <= 300 MB | met |" in text
+    assert "| 1 → 120 | peak RSS growth, first import | 1.04x | < 1.3x (1 → 120) | met |" in text
+    assert "999" not in text
+    with pytest.raises(SystemExit, match=r"run-missing\.json not found"):
+        report.main(["--run", "tiny", "--with", "missing", "--results", str(results), "--out", str(out)])
+
+
 def test_plot(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     results = tmp_path / "results"
