@@ -3,11 +3,12 @@
     .venv/bin/python bench/report.py --run NAME [--growth NAME] [--with NAME] [--results bench/results]
                                      [--out docs/benchmarks.md] [--plot docs/benchmarks.png] [--no-plot]
 
-Reads `results/run-NAME.json` and any `results/run-NAME-s<scale>.json` (scales run on their own, e.g. a
-`--scales 30` run named NAME-s30) and of each `--with` run (the scales the others lack), and `results/growth-{append,view,visible}-NAME.json` (`--growth`, NAME by
-default) when present. Writes the machine, PostgreSQL and package versions, the table of figures and each
-issue 15 target as measured, met or missed, and a plot of time and peak RSS against scale for the imports and
-the rebuild (matplotlib, from the `bench` extra).
+Reads `results/run-NAME.json`, any `results/run-NAME-s<scale>.json` (scales run on their own, e.g. a
+`--scales 30` run named NAME-s30) and each `--with` run's `results/run-NAME.json` (the scales the others
+lack), and `results/growth-{append,view,visible}-NAME.json` (`--growth`, NAME by default) when present.
+Writes the machine, PostgreSQL and package versions, the table of figures and each issue 15 target as
+measured, met or missed, and a plot of time and peak RSS against scale for the imports and the rebuild
+(matplotlib, from the `bench` extra).
 """
 
 from __future__ import annotations

@@ -816,6 +816,8 @@ def main() -> None:
         " this many times and report the median (not at scale 120)",
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     if not Path(GNU_TIME).exists():
         raise SystemExit(f"{GNU_TIME} (GNU time) is needed for each command's own peak RSS")
