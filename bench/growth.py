@@ -14,7 +14,8 @@ bench/results/growth-<part>-<name>.{md,json} (--name, default the server's major
 - view: a scale-N release imported and projected, the view populated; then --refreshes rounds of "change 5 %
   of the powers in the read table, REFRESH … CONCURRENTLY", with the view's pg_total_relation_size after
   each; against a fresh build of the same rows; then whether VACUUM (ANALYZE) of the view pays (its size,
-  the next refresh, and point and range reads before and after).
+  the next refresh, and point and range reads before and after); then, from a plain refresh's fresh
+  build, --refreshes more rounds with a plain VACUUM after each concurrent refresh (its size and time).
 - visible: `powerlog project --follow` and `powerlog scheduler run --interval I` as subprocesses; each of
   --releases derived releases (bench/synth.py: 5 % changed, 0.5 % added and removed) is imported
   in-process, and the time from the import's commit to (a) the read tables holding it (checkpoints at its
@@ -204,6 +205,16 @@ def view_part(db: Database, args: argparse.Namespace) -> tuple[dict[str, Any], s
         rebuilt = view_size(conn)
         rebuilt_reads = reads(conn)
         rows = conn.execute("SELECT count(*) FROM power_build_summary").fetchone()[0]
+        # The other way: from that fresh build, VACUUM after every concurrent refresh, so that each
+        # refresh's dead rows are free space for the next one's.
+        kept_sizes, kept_refresh, kept_vacuum = [], [], []
+        for i in range(args.refreshes):
+            kept_refresh.append(change_and_refresh(conn, args.refreshes + 2 + i))
+            with Timer() as vt_each:
+                conn.execute("VACUUM power_build_summary")
+            kept_vacuum.append(vt_each.seconds)
+            kept_sizes.append(view_size(conn))
+        kept_reads = reads(conn)
     result = {
         "scale": args.scale,
         "rows": rows,
@@ -220,6 +231,12 @@ def view_part(db: Database, args: argparse.Namespace) -> tuple[dict[str, Any], s
         "after_vacuum_and_refresh_mb": round(size_after_vacuum_round / 1e6, 1),
         "plain_refresh_rebuilt_mb": round(rebuilt / 1e6, 1),
         "reads_rebuilt": rebuilt_reads,
+        "vacuumed_each": {
+            "after_refreshes_mb": [round(s / 1e6, 1) for s in kept_sizes],
+            "refresh_s": [round(t, 3) for t in kept_refresh],
+            "vacuum_s": [round(t, 3) for t in kept_vacuum],
+            "reads": kept_reads,
+        },
     }
     md = [
         f"Scale {args.scale} ({rows:,} view rows); {args.refreshes} rounds of: 5 % of the powers changed in"
@@ -240,6 +257,14 @@ def view_part(db: Database, args: argparse.Namespace) -> tuple[dict[str, Any], s
         f" {times[-1]:.2f} s; the next one without VACUUM {next_plain:.2f} s, after VACUUM {next_vacuumed:.2f} s.",
         "",
         "View size after each refresh (MB): " + ", ".join(str(s) for s in result["after_refreshes_mb"]),
+        "",
+        f"Then, from the plain refresh's fresh build, {args.refreshes} more rounds with `VACUUM` after each"
+        f" concurrent refresh: the view {kept_sizes[-1] / 1e6:.1f} MB after the last (largest"
+        f" {max(kept_sizes) / 1e6:.1f} MB); refresh median {statistics.median(kept_refresh):.2f} s, VACUUM"
+        f" median {statistics.median(kept_vacuum):.3f} s (max {max(kept_vacuum):.3f} s); reads then: point"
+        f" {kept_reads['point_ms']} ms, range {kept_reads['range_ms']} ms.",
+        "",
+        "View size after each refresh and VACUUM (MB): " + ", ".join(f"{s / 1e6:.1f}" for s in kept_sizes),
     ]
     return result, "\n".join(md)
 

@@ -19,6 +19,7 @@ import importlib.metadata
 import json
 import os
 import re
+import statistics
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -315,6 +316,14 @@ def growth_lines(growth: dict[str, dict[str, Any]]) -> list[str]:
             f" {v.get('after_vacuum_mb', '?')} MB after VACUUM, {v.get('plain_refresh_rebuilt_mb', '?')} MB after a"
             " plain refresh."
         )
+        if "vacuumed_each" in v:
+            k = v["vacuumed_each"]
+            out.append(
+                f"- The view with a VACUUM after each of {len(k['after_refreshes_mb'])} concurrent refreshes"
+                f" (`growth-view`, from the plain refresh's build): {k['after_refreshes_mb'][-1]} MB after the"
+                f" last (largest {max(k['after_refreshes_mb'])} MB); refresh median"
+                f" {statistics.median(k['refresh_s']):.2f} s, VACUUM median {statistics.median(k['vacuum_s']):.3f} s."
+            )
     if "visible" in growth:
         v = growth["visible"]
         out.append(
