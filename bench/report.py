@@ -56,7 +56,7 @@ class Row:
     figure: str
     measured: str
     target: str
-    met: bool | None  # None: not measured
+    met: bool | None  # None: not measured, or shown for reference only
 
     def markdown(self) -> str:
         verdict = "—" if self.met is None else ("met" if self.met else "**missed**")
@@ -214,13 +214,18 @@ def target_rows(run: dict[str, Any], growth: dict[str, dict[str, Any]]) -> list[
                     )
                 )
             for label, key in ceilings[0 if same_work else 1 :]:
+                # Once the ceiling builds the history tables too, the read tables alone are a ceiling doing
+                # less work than the rebuild: shown beside it, not held to the target.
+                reference = same_work and key == "rebuild_vs_read_tables_ceiling"
                 rows.append(
                     Row(
                         scale,
                         label,
                         f"{r[key]:.2f}",
-                        f">= {t['rebuild_vs_ceiling']}",
-                        r[key] >= t["rebuild_vs_ceiling"],
+                        "reference (less work: no history tables)"
+                        if reference
+                        else f">= {t['rebuild_vs_ceiling']}",
+                        None if reference else r[key] >= t["rebuild_vs_ceiling"],
                     )
                 )
         if "append_vs_peer" in r:
@@ -365,7 +370,7 @@ def markdown(
         "",
         "## Targets (issue 15)",
         "",
-        f"{sum(r.met is True for r in rows)} of {len(rows)} met."
+        f"{sum(r.met is True for r in rows)} of {sum(r.met is not None for r in rows)} met."
         + (
             " Missed: "
             + "; ".join(f"{figure} (scale {', '.join(scales)})" for figure, scales in missed.items())

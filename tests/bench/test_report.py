@@ -116,7 +116,8 @@ def test_targets_table(tmp_path: Path) -> None:
         "| 1 | peak RSS, rebuild | 100 MB | <= 300 MB | met |",
         "| 1 | no-change re-import (shortcut) / first import | 10% | <= 15% | met |",
         "| 1 | rebuild / same-work ceiling (read and history tables) | 1.00 | >= 0.8 | met |",
-        "| 1 | rebuild / read-tables-only ceiling | 0.88 | >= 0.8 | met |",
+        # With the history tables in the ceiling, the read tables alone do less work: a reference only.
+        "| 1 | rebuild / read-tables-only ceiling | 0.88 | reference (less work: no history tables) | — |",
         "| 1 | append / eventsourcing (events/s ratio) | 1.50 | >= 2.0 | **missed** |",
         "| 3 | peak RSS, first import | 320 MB | <= 300 MB | **missed** |",
         "| 3 | peak RSS, incremental import | 110 MB | <= 300 MB | met |",
@@ -136,7 +137,7 @@ def test_targets_table(tmp_path: Path) -> None:
         "| 1 → 30 | peak RSS growth, rebuild | 1.00x | < 1.3x (1 → 120) | met |",
         "| 1 | import commit → read tables visible (follow), p99 of 3 | 0.90 s | <= 1.0 s | met |",
     ]
-    assert "19 of 24 met." in text
+    assert "18 of 23 met." in text
     assert "- Machine: 2 CPUs (Test CPU), 8.0 GB RAM\n" in text
     assert "- Packages: psycopg 3.3.9, SQLAlchemy 2.1.9, msgspec 0.23.0, eventsourcing 9.5.6\n" in text
     assert "- PostgreSQL 15.20 (Debian)\n" in text and "- Date of the run: 2026-11-30\n" in text
@@ -176,3 +177,33 @@ def test_plot(tmp_path: Path) -> None:
     _report().main(["--run", "tiny", "--results", str(results), "--out", str(out), "--plot", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![time and peak RSS against scale](benchmarks.png)" in out.read_text()
+
+
+def test_growth_lines_of_the_view(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _write(results)
+    view = {
+        "scale": 3,
+        "fresh_mb": 31.0,
+        "after_refreshes_mb": [32.5, 34.1, 103.3],
+        "after_vacuum_mb": 104.8,
+        "plain_refresh_rebuilt_mb": 32.0,
+        "vacuumed_each": {
+            "after_refreshes_mb": [32.2, 33.9, 33.1],
+            "refresh_s": [1.2, 1.4, 1.3],
+            "vacuum_s": [0.05, 0.07, 0.06],
+            "reads": {"point_ms": 0.4, "range_ms": 0.15},
+        },
+    }
+    (results / "growth-view-tiny.json").write_text(json.dumps(view))
+    out = tmp_path / "benchmarks.md"
+    _report().main(["--run", "tiny", "--results", str(results), "--out", str(out), "--no-plot"])
+    text = out.read_text()
+    assert (
+        "- The view after 3 concurrent refreshes (`growth-view`, scale 3): 103.3 MB against 31.0 MB fresh;"
+        " 104.8 MB after VACUUM, 32.0 MB after a plain refresh.\n"
+    ) in text
+    assert (
+        "- The view with a VACUUM after each of 3 concurrent refreshes (`growth-view`, from the plain refresh's"
+        " build): 33.1 MB after the last (largest 33.9 MB); refresh median 1.30 s, VACUUM median 0.060 s.\n"
+    ) in text
