@@ -185,6 +185,18 @@ def target_rows(run: dict[str, Any], growth: dict[str, dict[str, Any]]) -> list[
                     r["first_import_vs_ceiling"] >= t["first_import_vs_ceiling"],
                 )
             )
+        # The times the imports report leave out starting Python and its libraries: shown beside the wall
+        # times the targets are held to, to say how much of a short import that start is.
+        if "first_import_reported_vs_ceiling" in r:
+            rows.append(
+                Row(
+                    scale,
+                    "first import, the time it reports (no start-up) / bare COPY",
+                    f"{r['first_import_reported_vs_ceiling']:.2f}",
+                    "reference (no start-up)",
+                    None,
+                )
+            )
         for kind in ("shortcut", "new content hash", "full read"):
             key = f"no-change re-import ({kind}) vs first"
             if key in r:
@@ -195,6 +207,17 @@ def target_rows(run: dict[str, Any], growth: dict[str, dict[str, Any]]) -> list[
                         f"{r[key]:.0%}",
                         f"<= {t['reimport_vs_first']:.0%}",
                         r[key] <= t["reimport_vs_first"],
+                    )
+                )
+            reported = f"no-change re-import ({kind}) reported vs first"
+            if reported in r:
+                rows.append(
+                    Row(
+                        scale,
+                        f"no-change re-import ({kind}) / first import, the times they report",
+                        f"{r[reported]:.0%}",
+                        "reference (no start-up)",
+                        None,
                     )
                 )
         if "rebuild_vs_ceiling" in r:

@@ -45,6 +45,7 @@ bench/results/run-NAME.{md,json} (NAME: --name, default the server's major versi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -103,12 +104,15 @@ TARGETS = {
     "peak_rss_mb": 300,  # <=
     "rss_growth": 1.3,  # < (scale 120 over scale 1)
 }
-REPEATED = (
-    "CLI start-up (powerlog --help)",
-    "first import",
+NO_CHANGE = (
     "no-change re-import (shortcut)",
     "no-change re-import (new content hash)",
     "no-change re-import (full read)",
+)
+REPEATED = (
+    "CLI start-up (powerlog --help)",
+    "first import",
+    *NO_CHANGE,
     "rebuild",
 )
 """The steps `--repeat` runs again (a first import into another fresh database; the new content hash's
@@ -138,7 +142,8 @@ def cli(db: Database, *args: str) -> dict[str, Any]:
         DATABASE_URL=db.dsn,
         POWERLOG_HOME=tempfile.gettempdir(),
         POWERLOG_VIEW_REFRESH="scheduler",
-        POWERLOG_LOG_LEVEL="warning",
+        # An import's own time is in its `import_completed` line (JSON on stderr, off a terminal).
+        POWERLOG_LOG_LEVEL="info" if args[:1] == ("import",) else "warning",
         POWERLOG_MAX_EXPORT_BYTES=str(MAX_EXPORT_BYTES),
     )
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
@@ -150,7 +155,15 @@ def cli(db: Database, *args: str) -> dict[str, Any]:
                 f"powerlog {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:].strip()}"
             )
         rss_kb = float(rss.read().strip().splitlines()[-1])
-    return {"seconds": t.seconds, "peak_rss_mb": rss_kb / 1024, "stdout": done.stdout}
+    return {"seconds": t.seconds, "peak_rss_mb": rss_kb / 1024, "stdout": done.stdout, "stderr": done.stderr}
+
+
+def import_seconds(stderr: str) -> float | None:
+    """The seconds an import reports (from its start, connecting included, to its commit), if it logged them."""
+    for line in reversed(stderr.splitlines()):
+        if '"import_completed"' in line:
+            return float(json.loads(line)["seconds"])
+    return None
 
 
 # -- ceilings -----------------------------------------------------------------------------------------------
@@ -626,6 +639,9 @@ def run_scale(admin: str, scale: int, args: argparse.Namespace, full_only: bool)
                 float(m.group(1)) for r in runs if (m := re.search(r"in ([0-9.]+) s; swapped", r["stdout"]))
             ]
             steps[name]["reported_s"] = statistics.median(reported) if reported else None
+        if command[:1] == ("import",):
+            own = [t for r in runs if (t := import_seconds(r["stderr"])) is not None]
+            steps[name]["reported_s"] = statistics.median(own) if len(own) == len(runs) else None
         print(
             f"  {name}: {steps[name]['seconds']:.2f} s, {steps[name]['peak_rss_mb']:.0f} MB"
             + (f" (median of {', '.join(f'{t:.2f}' for t in seconds)})" if times > 1 else ""),
@@ -683,13 +699,17 @@ def ratios(row: dict[str, Any]) -> dict[str, float]:
     out = {}
     if "first import" in s and "import_ceiling" in row:
         out["first_import_vs_ceiling"] = row["import_ceiling"]["seconds"] / s["first import"]["seconds"]
-        for name in (
-            "no-change re-import (shortcut)",
-            "no-change re-import (new content hash)",
-            "no-change re-import (full read)",
-        ):
+        for name in NO_CHANGE:
             if name in s:
                 out[f"{name} vs first"] = s[name]["seconds"] / s["first import"]["seconds"]
+        # The same on the times the imports report, which leave out starting Python and its libraries
+        # (`CLI start-up` above): the in-process ceiling leaves them out too.
+        first = s["first import"].get("reported_s")
+        if first:
+            out["first_import_reported_vs_ceiling"] = row["import_ceiling"]["seconds"] / first
+            for name in NO_CHANGE:
+                if s.get(name, {}).get("reported_s"):
+                    out[f"{name} reported vs first"] = s[name]["reported_s"] / first
     if "rebuild" in s and "rebuild_ceiling" in row:
         # Read and history tables, as rebuild builds them; and the read tables alone, as the issue words it.
         out["rebuild_vs_ceiling"] = row["rebuild_ceiling"]["seconds"] / s["rebuild"]["seconds"]
@@ -736,9 +756,13 @@ def markdown(result: dict[str, Any]) -> str:
             if name == "first import" and "import_ceiling" in row:
                 ceiling = f"{row['import_ceiling']['seconds']:.2f}"
                 ratio = f"{r['first_import_vs_ceiling']:.2f}"
+                if "first_import_reported_vs_ceiling" in r:
+                    ratio += f"; {r['first_import_reported_vs_ceiling']:.2f} on the time it reports"
                 target = f">= {TARGETS['first_import_vs_ceiling']}"
             elif name.startswith("no-change"):
                 ratio = f"{r[f'{name} vs first']:.2f} of first"
+                if f"{name} reported vs first" in r:
+                    ratio += f"; {r[f'{name} reported vs first']:.2f} on the times they report"
                 target = f"<= {TARGETS['reimport_vs_first']}"
             elif name == "rebuild" and "rebuild_ceiling" in row:
                 c = row["rebuild_ceiling"]

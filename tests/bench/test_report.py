@@ -64,7 +64,11 @@ def _write(results: Path) -> None:
                 320,
                 import_ceiling={"seconds": 9.0},
                 rebuild_ceiling={"seconds": 11.0},
-                ratios={"first_import_vs_ceiling": 0.333, "rebuild_vs_ceiling": 0.917},
+                ratios={
+                    "first_import_vs_ceiling": 0.333,
+                    "first_import_reported_vs_ceiling": 0.4,
+                    "rebuild_vs_ceiling": 0.917,
+                },
             ),
             _scale(
                 1,
@@ -73,6 +77,7 @@ def _write(results: Path) -> None:
                 rebuild_ceiling={"seconds": 4.0, "read_tables_seconds": 3.5},
                 ratios={
                     "no-change re-import (shortcut) vs first": 0.1,
+                    "no-change re-import (shortcut) reported vs first": 0.04,
                     "rebuild_vs_ceiling": 1.0,
                     "rebuild_vs_read_tables_ceiling": 0.875,
                     "append_vs_peer": 1.5,
@@ -115,6 +120,8 @@ def test_targets_table(tmp_path: Path) -> None:
         "| 1 | peak RSS, project (incremental) | 90 MB | <= 300 MB | met |",
         "| 1 | peak RSS, rebuild | 100 MB | <= 300 MB | met |",
         "| 1 | no-change re-import (shortcut) / first import | 10% | <= 15% | met |",
+        # On the times the imports report (no start-up): shown, not counted.
+        "| 1 | no-change re-import (shortcut) / first import, the times they report | 4% | reference (no start-up) | — |",
         "| 1 | rebuild / same-work ceiling (read and history tables) | 1.00 | >= 0.8 | met |",
         # With the history tables in the ceiling, the read tables alone do less work: a reference only.
         "| 1 | rebuild / read-tables-only ceiling | 0.88 | reference (less work: no history tables) | — |",
@@ -124,6 +131,7 @@ def test_targets_table(tmp_path: Path) -> None:
         "| 3 | peak RSS, project (incremental) | 90 MB | <= 300 MB | met |",
         "| 3 | peak RSS, rebuild | 100 MB | <= 300 MB | met |",
         "| 3 | first import / bare COPY (time ratio) | 0.33 | >= 0.3 | met |",
+        "| 3 | first import, the time it reports (no start-up) / bare COPY | 0.40 | reference (no start-up) | — |",
         # A run from before the history tables were in the ceiling: its one ratio is the read tables'.
         "| 3 | rebuild / read-tables-only ceiling | 0.92 | >= 0.8 | met |",
         "| 30 | peak RSS, first import | 280 MB | <= 300 MB | met |",
