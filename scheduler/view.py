@@ -358,11 +358,11 @@ def _run(db: Database, conn: Conn, refresh_id: int, mode: Mode, position: int) -
 def _vacuum(db: Database, conn: Conn, refresh_id: int) -> None:
     """VACUUM the view after a concurrent refresh, still under the refresh lock and at the refresh's niceness.
 
-    A concurrent refresh rewrites every changed row and leaves the old one dead; back to back, autovacuum
-    does not keep up, and 50 refreshes of 5 % took a scale 3 view from 31 to 103 MB, range reads 0.15 to
-    0.26 ms, where a VACUUM after each kept it near its fresh size for a few percent of each refresh's time
-    (bench/results/growth-view-*.md). The refresh is recorded by then: a VACUUM that fails (a rebuild
-    holding the view past lock_timeout) leaves it to autovacuum and the next refresh.
+    A concurrent refresh rewrites every changed row and leaves the old one dead, and back to back autovacuum
+    does not keep up: 50 refreshes of 5 % took a scale 3 view from 31.1 to 103.4 MB. With a VACUUM after each
+    it stayed at 33.6 MB, the VACUUM 6 ms against a 0.64 s refresh (bench/results/growth-view-s25-pg15.md).
+    The refresh is recorded by then: a VACUUM that fails (a rebuild holding the view past lock_timeout)
+    leaves the dead rows to autovacuum and the next refresh.
     """
     start = time.perf_counter()
     try:

@@ -6,10 +6,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 import scheduler
 from cli.scheduler import status_rows
-from scheduler.view import ABANDONED
+from scheduler.view import ABANDONED, _vacuum
 from store import locks
 from store.connection import Database
 from tests.scheduler.data import advance, background_scheduler, change_one_percent, outcomes, populate
@@ -232,3 +233,17 @@ def test_each_concurrent_refresh_vacuums_the_view_so_that_it_keeps_its_size(
     assert after == vacuums + 10
     assert size < 1.3 * fresh, (fresh, size)
     assert conn.execute("SELECT sum(accuracy) FROM power_build_summary").fetchone() == (6000.0,)
+
+
+def test_a_vacuum_that_fails_is_logged_and_does_not_raise(db: Database, dsn: str) -> None:
+    # VACUUM refuses to run inside a transaction block: a failure as any other, after the refresh's record.
+    with capture_logs() as logs, psycopg.connect(dsn) as in_transaction:
+        in_transaction.execute("SELECT 1")
+        _vacuum(db, in_transaction, 7)
+    [failed] = [e for e in logs if e["event"] == "view_vacuum_failed"]
+    assert (failed["log_level"], failed["view"], failed["refresh_id"]) == (
+        "warning",
+        "power_build_summary",
+        7,
+    )
+    assert "VACUUM cannot run inside a transaction block" in failed["error"]
