@@ -6,10 +6,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 import scheduler
 from cli.scheduler import status_rows
-from scheduler.view import ABANDONED
+from scheduler.view import ABANDONED, _vacuum
 from store import locks
 from store.connection import Database
 from tests.scheduler.data import advance, background_scheduler, change_one_percent, outcomes, populate
@@ -206,3 +207,43 @@ def test_a_refreshing_backend_on_this_machine_runs_at_lower_cpu_priority(db: Any
         assert os.getpriority(os.PRIO_PROCESS, pid) == max(before, 10)
         restore_priority(conn)
         assert os.getpriority(os.PRIO_PROCESS, pid) == before
+
+
+def _view_stats(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """(vacuum_count, pg_total_relation_size) of the view."""
+    row = conn.execute(
+        "SELECT vacuum_count, pg_total_relation_size(relid) FROM pg_stat_user_tables"
+        " WHERE relname = 'power_build_summary'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_each_concurrent_refresh_vacuums_the_view_so_that_it_keeps_its_size(
+    db: Database, conn: psycopg.Connection[Any]
+) -> None:
+    populate(conn, 3000, pad=500)
+    assert scheduler.refresh(db, concurrently=False).mode == "plain"  # a plain refresh leaves no dead rows
+    vacuums, fresh = _view_stats(conn)
+    for i in range(10):
+        # A tenth of the rows each round: ten rounds without a VACUUM leave as many dead rows as live ones.
+        conn.execute("UPDATE powers SET accuracy = accuracy + 1 WHERE id %% 10 = %s", (i,))
+        assert scheduler.refresh(db).mode == "concurrently"
+    after, size = _view_stats(conn)
+    assert after == vacuums + 10
+    assert size < 1.3 * fresh, (fresh, size)
+    assert conn.execute("SELECT sum(accuracy) FROM power_build_summary").fetchone() == (6000.0,)
+
+
+def test_a_vacuum_that_fails_is_logged_and_does_not_raise(db: Database, dsn: str) -> None:
+    # VACUUM refuses to run inside a transaction block: a failure as any other, after the refresh's record.
+    with capture_logs() as logs, psycopg.connect(dsn) as in_transaction:
+        in_transaction.execute("SELECT 1")
+        _vacuum(db, in_transaction, 7)
+    [failed] = [e for e in logs if e["event"] == "view_vacuum_failed"]
+    assert (failed["log_level"], failed["view"], failed["refresh_id"]) == (
+        "warning",
+        "power_build_summary",
+        7,
+    )
+    assert "VACUUM cannot run inside a transaction block" in failed["error"]
