@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-HEAD = "0010"
+HEAD = "0011"
 """The newest revision in migrations/versions; a new revision moves it (tests/store/test_migrations.py)."""
 
 

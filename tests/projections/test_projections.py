@@ -336,7 +336,8 @@ def test_pool_powers_have_no_archetype_but_stay_in_the_summary(dsn: str, tmp_pat
 def _waiting_for_the_projector_lock(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        " AND classid::bigint = %s AND objid::bigint = %s",
+        " AND classid::bigint = %s AND objid::bigint = %s"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         (locks.PROJECTOR.key >> 32, locks.PROJECTOR.key & 0xFFFFFFFF),
     ).fetchone()
     return int(row[0]) if row else 0

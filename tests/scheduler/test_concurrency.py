@@ -22,7 +22,9 @@ from tests.scheduler.data import advance, blocked_refresher, outcomes, populate,
 def _advisory_holders(conn: psycopg.Connection[Any]) -> list[int]:
     rows = conn.execute(
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-        " AND classid::bigint = %s AND objid::bigint = %s",
+        " AND classid::bigint = %s AND objid::bigint = %s"
+        # pg_locks is the whole server's: a test on another worker holds the same key in its own database.
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         (locks.REFRESH.key >> 32, locks.REFRESH.key & 0xFFFFFFFF),
     ).fetchall()
     return [int(r[0]) for r in rows]
