@@ -203,10 +203,16 @@ def test_growth_lines_of_the_view(tmp_path: Path) -> None:
             "reads": {"point_ms": 0.4, "range_ms": 0.15},
         },
     }
-    (results / "growth-view-tiny.json").write_text(json.dumps(view))
+    # Another run's view, for the part the run's own growth results lack.
+    (results / "growth-view-later.json").write_text(json.dumps(view))
     out = tmp_path / "benchmarks.md"
-    _report().main(["--run", "tiny", "--results", str(results), "--out", str(out), "--no-plot"])
+    growth = ["--growth", "tiny", "--growth", "later"]
+    _report().main(["--run", "tiny", *growth, "--results", str(results), "--out", str(out), "--no-plot"])
     text = out.read_text()
+    assert (
+        "`bench/results/run-tiny.json`, `bench/results/run-tiny-s30.json` and"
+        " `bench/results/growth-view-later.json`, `bench/results/growth-visible-tiny.json`."
+    ) in text
     assert (
         "- The view after 3 concurrent refreshes (`growth-view`, scale 3): 103.3 MB against 31.0 MB fresh;"
         " 104.8 MB after VACUUM, 32.0 MB after a plain refresh.\n"
