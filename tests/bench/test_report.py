@@ -221,3 +221,14 @@ def test_growth_lines_of_the_view(tmp_path: Path) -> None:
         "- The view with a VACUUM after each of 3 concurrent refreshes (`growth-view`, from the plain refresh's"
         " build): 33.1 MB after the last (largest 33.9 MB); refresh median 1.30 s, VACUUM median 0.060 s.\n"
     ) in text
+
+
+def test_a_growth_just_under_the_target_shows_a_third_decimal(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _write(results)
+    close = json.loads((results / "run-tiny.json").read_text())
+    close["scales"] = [_scale(1, 250), _scale(120, 324.7)]  # 1.2988x
+    (results / "run-close.json").write_text(json.dumps(close))
+    out = tmp_path / "benchmarks.md"
+    _report().main(["--run", "close", "--results", str(results), "--out", str(out), "--no-plot"])
+    assert "| 1 → 120 | peak RSS growth, first import | 1.299x | < 1.3x (1 → 120) | met |" in out.read_text()
