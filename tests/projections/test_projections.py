@@ -18,6 +18,7 @@ from projections.fingerprint import fingerprint, table_hashes
 from store import locks
 from store.connection import Database
 from store.errors import LockBusy
+from tests.advisory import advisory_pids
 from tests.conftest import SAMPLES, SHARED_DATA, TABLE_OF, settings_for
 from tests.e2e.cli import powerlog
 
@@ -334,13 +335,7 @@ def test_pool_powers_have_no_archetype_but_stay_in_the_summary(dsn: str, tmp_pat
 
 
 def _waiting_for_the_projector_lock(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        " AND classid::bigint = %s AND objid::bigint = %s"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        (locks.PROJECTOR.key >> 32, locks.PROJECTOR.key & 0xFFFFFFFF),
-    ).fetchone()
-    return int(row[0]) if row else 0
+    return len(advisory_pids(conn, locks.PROJECTOR, granted=False))
 
 
 def test_two_rebuilds_at_once_one_builds_the_other_waits_and_the_tables_equal_one_rebuild(dsn: str) -> None:

@@ -16,18 +16,12 @@ from structlog.testing import capture_logs
 import scheduler
 from store import locks
 from store.connection import Database
+from tests.advisory import advisory_pids
 from tests.scheduler.data import advance, blocked_refresher, outcomes, populate, tables_locked, wait_until
 
 
 def _advisory_holders(conn: psycopg.Connection[Any]) -> list[int]:
-    rows = conn.execute(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-        " AND classid::bigint = %s AND objid::bigint = %s"
-        # pg_locks is the whole server's: a test on another worker holds the same key in its own database.
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        (locks.REFRESH.key >> 32, locks.REFRESH.key & 0xFFFFFFFF),
-    ).fetchall()
-    return [int(r[0]) for r in rows]
+    return advisory_pids(conn, locks.REFRESH, granted=True)
 
 
 def _refreshed_at(conn: psycopg.Connection[Any], position: int) -> bool:
